@@ -1,0 +1,32 @@
+# `make test` is the one command that runs the suite on a fresh machine: it creates .venv,
+# installs ttbridge with its test extras, fetches Kafka's jars (cached in ~/.cache/ttbridge) and
+# runs pytest against a real broker it starts and stops itself.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: test install kafka-jars demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+kafka-jars: install
+	$(PY) -c "from app.kafka_local import fetch_jars; print(fetch_jars())"
+
+test: install kafka-jars
+	$(PY) -m pytest -q
+
+demo: install
+	$(VENV)/bin/ttbridge demo
+
+bench: install
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .ttbridge

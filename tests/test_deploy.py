@@ -1,0 +1,655 @@
+"""Static checks of the deployment files: docker-compose.yml, Dockerfile,
+.dockerignore and the Kubernetes manifests in k8s/.
+
+No Docker engine or cluster is needed: the files are parsed and checked
+against the environment contract of DESIGN.md and the operational decisions
+(token only from a secret, RocksDB state on a volume, probes, grace period).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DESIGN_MD = Path(__file__).resolve().parents[2] / "shared" / "DESIGN.md"
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+K8S_DIR = ROOT / "k8s"
+
+# The environment contract (DESIGN.md, "Contracts" / "Environment").
+CONTRACT_ENV = frozenset(
+    {
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "TIKTOK_API_URL",
+        "TIKTOK_ACCESS_TOKEN",
+        "TIKTOK_PIXEL_CODE",
+        "TIKTOK_TEST_EVENT_CODE",
+        "TTBRIDGE_CONFIG",
+        "TTBRIDGE_TOPIC_CLICKS",
+        "TTBRIDGE_TOPIC_EVENTS",
+        "TTBRIDGE_TOPIC_RETRY",
+        "TTBRIDGE_TOPIC_DLQ",
+        "TTBRIDGE_APP_ID",
+        "TTBRIDGE_DATA_DIR",
+        "TTBRIDGE_WEB_PORT",
+    }
+)
+OWN_PREFIXES = ("TTBRIDGE_", "TIKTOK_", "KAFKA_")
+
+# Environment variables faust-streaming 0.15 reads by itself (Settings
+# env_name=... and faust/types/_env.py); set, they override the code's
+# settings, so the deployment must never set them.
+FAUST_ENV = frozenset(
+    {
+        "APP_DATADIR", "APP_TABLEDIR", "APP_DEBUG", "APP_ENV_PREFIX", "APP_ID_FORMAT",
+        "APP_VERSION", "APP_STORE", "APP_KEY_SERIALIZER", "APP_VALUE_SERIALIZER",
+        "APP_REPLY_CREATE_TOPIC", "APP_REPLY_EXPIRES", "APP_REPLY_TO_PREFIX",
+        "APP_WEB_ENABLED", "TIMEZONE", "AGENT_SUPERVISOR", "BLOCKING_TIMEOUT",
+        "BROKER_URL", "BROKER_CONSUMER_URL", "BROKER_PRODUCER_URL", "BROKER_API_VERSION",
+        "BROKER_CHECK_CRCS", "BROKER_CLIENT_ID", "BROKER_COMMIT_EVERY",
+        "BROKER_COMMIT_INTERVAL", "BROKER_COMMIT_LIVELOCK_SOFT_TIMEOUT",
+        "BROKER_CREDENTIALS", "BROKER_HEARTBEAT_INTERVAL", "BROKER_MAX_POLL_INTERVAL",
+        "BROKER_MAX_POLL_RECORDS", "BROKER_REBALANCE_TIMEOUT", "BROKER_REQUEST_TIMEOUT",
+        "BROKER_SESSION_TIMEOUT", "BROKER_METADATA_MAX_AGE", "BROKER_CONNECTIONS_MAX_IDLE",
+        "CONSUMER_API_VERSION", "CONSUMER_MAX_FETCH_SIZE", "CONSUMER_AUTO_OFFSET_RESET",
+        "CONSUMER_GROUP_INSTANCE_ID", "PRODUCER_ACKS", "PRODUCER_API_VERSION",
+        "PRODUCER_COMPRESSION_TYPE", "PRODUCER_LINGER", "PRODUCER_LINGER_MS",
+        "PRODUCER_MAX_BATCH_SIZE", "PRODUCER_MAX_REQUEST_SIZE", "PRODUCER_REQUEST_TIMEOUT",
+        "PRODUCER_THREADED", "RECOVERY_CONSISTENCY_CHECK", "STORE_CHECK_EXISTS",
+        "PROCESSING_GUARANTEE", "STREAM_BUFFER_MAXSIZE", "STREAM_PROCESSING_TIMEOUT",
+        "STREAM_RECOVERY_DELAY", "STREAM_WAIT_EMPTY", "TABLE_CLEANUP_INTERVAL",
+        "TABLE_KEY_INDEX_SIZE", "TABLE_STANDBY_REPLICAS", "TOPIC_ALLOW_DECLARE",
+        "TOPIC_DISABLE_LEADER", "TOPIC_PARTITIONS", "TOPIC_REPLICATION_FACTOR",
+        "CACHE_URL", "STORE_URL", "WEB_BIND", "WEB_HOST", "WEB_PORT", "WEB_TRANSPORT",
+        "NODE_CANONICAL_URL", "WORKER_REDIRECT_STDOUTS", "WORKER_REDIRECT_STDOUTS_LEVEL",
+    }
+)
+FAUST_ENV_PREFIXES = ("FAUST_", "F_")  # F_WEB_PORT, FAUST_DATADIR, FAUST_LOOP, ...
+
+WEB_PORT = 6066
+DEFAULT_PARTITIONS = 6  # topics/ default; replicas beyond it sit idle
+MIN_GRACE_SECONDS = 60
+TTBRIDGE_SERVICES = ("topics", "worker", "fake-tiktok")
+
+# ${TIKTOK_ACCESS_TOKEN}, ${TIKTOK_ACCESS_TOKEN?msg} or ${TIKTOK_ACCESS_TOKEN:?msg}:
+# a reference to the caller's environment, never a value or a default.
+TOKEN_REFERENCE = re.compile(r"\$\{TIKTOK_ACCESS_TOKEN(?::?\?[^}]*)?\}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _is_faust_name(name: str) -> bool:
+    return name in FAUST_ENV or name.startswith(FAUST_ENV_PREFIXES)
+
+
+def assert_contract_names(names: Any, where: str) -> None:
+    """Our namespaces (TTBRIDGE_/TIKTOK_/KAFKA_) only hold contract names; no faust names."""
+    own = {n for n in names if n.startswith(OWN_PREFIXES)}
+    assert own <= CONTRACT_ENV, f"{where}: not in the contract: {sorted(own - CONTRACT_ENV)}"
+    faust = sorted(n for n in names if _is_faust_name(n))
+    assert not faust, f"{where}: faust reads these itself and they override code: {faust}"
+
+
+def _env_mapping(environment: Any) -> dict[str, Any]:
+    """Compose `environment` as a dict (it may be a mapping or a KEY=VALUE list)."""
+    if environment is None:
+        return {}
+    if isinstance(environment, dict):
+        return dict(environment)
+    result: dict[str, Any] = {}
+    for item in environment:
+        key, sep, value = str(item).partition("=")
+        result[key] = value if sep else None
+    return result
+
+
+def _compose_duration_seconds(value: Any) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", str(value))
+    assert parts and "".join(n + u for n, u in parts) == str(value), value
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def design_env_names(text: str) -> set[str]:
+    """Variable names of the table that follows the 'Environment:' line."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("Environment:"))
+    names: set[str] = set()
+    in_table = False
+    for line in lines[start + 1 :]:
+        if not line.lstrip().startswith("|"):
+            if in_table:
+                break
+            continue
+        in_table = True
+        first_cell = line.strip().strip("|").split("|")[0]
+        base = None
+        for token in re.findall(r"`([^`]+)`", first_cell):
+            if token.startswith("_") and base:  # `TTBRIDGE_TOPIC_CLICKS` / `_EVENTS`
+                names.add(base.rsplit("_", 1)[0] + token)
+            elif re.fullmatch(r"[A-Z][A-Z0-9_]*", token):
+                names.add(token)
+                base = token
+    return names
+
+
+# Dockerfile ----------------------------------------------------------------
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    buffer = ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if not buffer and (not stripped or stripped.startswith("#")):
+            continue
+        if buffer and stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            buffer += stripped[:-1] + " "
+            continue
+        buffer += stripped
+        keyword, _, args = buffer.partition(" ")
+        instructions.append((keyword.upper(), args.strip()))
+        buffer = ""
+    return instructions
+
+
+def _substitute_args(value: str, args: dict[str, str]) -> str:
+    return re.sub(
+        r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: args.get(m.group(1), m.group(0)), value
+    )
+
+
+def final_stage(instructions: list[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
+    """Base image (ARG defaults resolved) and instructions of the last stage."""
+    global_args: dict[str, str] = {}
+    for keyword, args in instructions:
+        if keyword == "FROM":
+            break
+        if keyword == "ARG" and "=" in args:
+            key, _, value = args.partition("=")
+            global_args[key.strip()] = value.strip().strip('"')
+    last_from = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
+    base = _substitute_args(instructions[last_from][1].split()[0], global_args)
+    return base, instructions[last_from + 1 :]
+
+
+def _exec_form(args: str) -> list[str]:
+    value = json.loads(args)
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value), args
+    return value
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> dict[str, Any]:
+    base, stage = final_stage(dockerfile_instructions(DOCKERFILE.read_text()))
+    by_keyword: dict[str, list[str]] = {}
+    for keyword, args in stage:
+        by_keyword.setdefault(keyword, []).append(args)
+    env: dict[str, str] = {}
+    for args in by_keyword.get("ENV", []):
+        for key, value in re.findall(r'([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|\S+)', args):
+            env[key] = value.strip('"')
+    return {
+        "base": base,
+        "stage": stage,
+        "by_keyword": by_keyword,
+        "env": env,
+        "entrypoint": _exec_form(by_keyword["ENTRYPOINT"][-1]),
+        "cmd": _exec_form(by_keyword["CMD"][-1]) if "CMD" in by_keyword else [],
+        "all_text": DOCKERFILE.read_text(),
+    }
+
+
+# compose -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose_text() -> str:
+    return COMPOSE_FILE.read_text()
+
+
+@pytest.fixture(scope="module")
+def compose(compose_text: str) -> dict[str, Any]:
+    data = yaml.safe_load(compose_text)
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def compose_argv(service: dict[str, Any], dockerfile: dict[str, Any]) -> list[str]:
+    """The argv a container of this service runs (image ENTRYPOINT + command)."""
+    entrypoint = service.get("entrypoint", dockerfile["entrypoint"])
+    command = service.get("command", dockerfile["cmd"])
+    if isinstance(entrypoint, str):
+        entrypoint = entrypoint.split()
+    if isinstance(command, str):
+        command = command.split()
+    return [str(part) for part in [*entrypoint, *command]]
+
+
+# k8s -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def k8s_docs() -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    files = sorted([*K8S_DIR.glob("*.yaml"), *K8S_DIR.glob("*.yml")])
+    assert files, "no manifests in k8s/"
+    for path in files:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is None:
+                continue
+            assert isinstance(doc, dict), path
+            assert doc.get("apiVersion") and doc.get("kind"), path
+            doc["__file__"] = path.name
+            docs.append(doc)
+    return docs
+
+
+def _of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = _of_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def _pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in docs:
+        template = (doc.get("spec") or {}).get("template")
+        if template:
+            yield f"{doc['kind']}/{doc['metadata']['name']}", template["spec"]
+
+
+def _containers(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*pod_spec.get("initContainers", []), *pod_spec.get("containers", [])]
+
+
+def _configmaps(docs: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    return {cm["metadata"]["name"]: cm.get("data") or {} for cm in _of_kind(docs, "ConfigMap")}
+
+
+def container_env(container: dict[str, Any], configmaps: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Env names -> value (str) or valueFrom (dict), envFrom ConfigMaps included."""
+    env: dict[str, Any] = {}
+    for source in container.get("envFrom", []):
+        ref = source.get("configMapRef")
+        assert ref, f"only ConfigMap envFrom is expected: {source}"
+        assert ref["name"] in configmaps, f"envFrom ConfigMap {ref['name']} not in k8s/"
+        prefix = source.get("prefix", "")
+        env.update({prefix + key: value for key, value in configmaps[ref["name"]].items()})
+    for item in container.get("env", []):
+        env[item["name"]] = item["valueFrom"] if "valueFrom" in item else item.get("value")
+    return env
+
+
+def k8s_argv(container: dict[str, Any], dockerfile: dict[str, Any]) -> list[str]:
+    command = container.get("command", dockerfile["entrypoint"])
+    args = container.get("args", [] if "command" in container else dockerfile["cmd"])
+    return [str(part) for part in [*command, *args]]
+
+
+def _probe_port(probe: dict[str, Any], container: dict[str, Any]) -> int:
+    port = probe["httpGet"]["port"]
+    if isinstance(port, str):
+        port = next(p["containerPort"] for p in container["ports"] if p.get("name") == port)
+    return int(port)
+
+
+@pytest.fixture(scope="module")
+def statefulset(k8s_docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return _one(k8s_docs, "StatefulSet")
+
+
+@pytest.fixture(scope="module")
+def worker_container(statefulset: dict[str, Any], dockerfile: dict[str, Any]) -> dict[str, Any]:
+    workers = [
+        c
+        for c in statefulset["spec"]["template"]["spec"]["containers"]
+        if k8s_argv(c, dockerfile) == ["ttbridge", "worker"]
+    ]
+    assert len(workers) == 1, "the StatefulSet must run exactly one `ttbridge worker` container"
+    return workers[0]
+
+
+# =========================================================================== contract
+
+
+def test_contract_list_matches_design_md() -> None:
+    if not DESIGN_MD.is_file():
+        pytest.skip(f"{DESIGN_MD} not present")
+    assert design_env_names(DESIGN_MD.read_text()) == set(CONTRACT_ENV)
+
+
+def test_design_table_parser() -> None:
+    text = (
+        "Environment:\n| variable | default | meaning |\n|---|---|---|\n"
+        "| `A_B` | `x` | y |\n| `T_TOPIC_C` / `_D` | `c` / `d` | z |\n\nafter\n| `NOT_ME` |\n"
+    )
+    assert design_env_names(text) == {"A_B", "T_TOPIC_C", "T_TOPIC_D"}
+
+
+# =========================================================================== compose
+
+
+def test_compose_has_the_four_services(services: dict[str, Any]) -> None:
+    assert set(services) == {"kafka", "topics", "worker", "fake-tiktok"}
+
+
+def test_kafka_is_single_node_kraft_3_9_1(services: dict[str, Any]) -> None:
+    kafka = services["kafka"]
+    assert kafka["image"] == "apache/kafka:3.9.1"
+    assert "build" not in kafka
+    env = {k: str(v) for k, v in _env_mapping(kafka["environment"]).items()}
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert env["CLUSTER_ID"], "the image requires CLUSTER_ID in KRaft mode"
+    node_id = env["KAFKA_NODE_ID"]
+    controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+    assert len(voters) == 1 and voters[0].startswith(f"{node_id}@")
+    voter_port = voters[0].rsplit(":", 1)[1]
+    listeners = env["KAFKA_LISTENERS"].split(",")
+    assert any(l.startswith(f"{controller}://") and l.endswith(f":{voter_port}") for l in listeners)
+    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    assert any(l.startswith("PLAINTEXT://") and l.endswith(":9092") for l in listeners)
+    for listener in listeners:
+        name = listener.split("://")[0]
+        assert f"{name}:" in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"], name
+    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
+    assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "1"
+    assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "1"
+
+
+def test_kafka_healthcheck(services: dict[str, Any]) -> None:
+    check = services["kafka"]["healthcheck"]
+    test = check["test"] if isinstance(check["test"], str) else " ".join(check["test"])
+    assert "/opt/kafka/bin/kafka-broker-api-versions.sh" in test
+    assert "--bootstrap-server localhost:9092" in test
+    assert not check.get("disable", False)
+
+
+def test_ttbridge_services_share_the_built_image(services: dict[str, Any]) -> None:
+    images = set()
+    for name in TTBRIDGE_SERVICES:
+        service = services[name]
+        build = service["build"]
+        context = build if isinstance(build, str) else build.get("context", ".")
+        assert Path(context) == Path("."), name
+        if not isinstance(build, str):
+            assert build.get("dockerfile", "Dockerfile") == "Dockerfile", name
+        images.add(service.get("image"))
+    assert len(images) == 1
+
+
+def test_topics_is_a_one_shot_before_the_worker(services: dict[str, Any], dockerfile: dict[str, Any]) -> None:
+    topics = services["topics"]
+    assert compose_argv(topics, dockerfile) == ["ttbridge", "topics", "create"]
+    assert topics["restart"] == "no"
+    assert topics["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert "profiles" not in topics
+
+
+def test_worker_service(services: dict[str, Any], compose: dict[str, Any], dockerfile: dict[str, Any]) -> None:
+    worker = services["worker"]
+    assert compose_argv(worker, dockerfile) == ["ttbridge", "worker"]
+    assert "profiles" not in worker
+    assert worker["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    assert _compose_duration_seconds(worker["stop_grace_period"]) >= MIN_GRACE_SECONDS
+
+    env = _env_mapping(worker["environment"])
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert str(env["TTBRIDGE_WEB_PORT"]) == str(WEB_PORT)
+    # the demo works by overriding TIKTOK_API_URL from the shell
+    assert str(env["TIKTOK_API_URL"]).startswith("${TIKTOK_API_URL")
+
+    # RocksDB state on a named volume mounted at TTBRIDGE_DATA_DIR
+    data_dir = env["TTBRIDGE_DATA_DIR"]
+    mounts = {}
+    for volume in worker["volumes"]:
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:
+            source, target = volume.get("source"), volume["target"]
+        mounts[target] = source
+    assert data_dir in mounts, "TTBRIDGE_DATA_DIR must be on a volume"
+    assert mounts[data_dir] in (compose.get("volumes") or {}), "use a named volume"
+    # same directory as the image's (owned by its non-root user)
+    assert data_dir == dockerfile["env"]["TTBRIDGE_DATA_DIR"]
+
+    ports = [str(p if not isinstance(p, dict) else p["target"]) for p in worker["ports"]]
+    assert any(p == str(WEB_PORT) or p.endswith(f":{WEB_PORT}") for p in ports)
+
+    check = worker["healthcheck"]
+    test = check["test"] if isinstance(check["test"], str) else " ".join(check["test"])
+    assert "/healthz" in test and f":{WEB_PORT}/" in test
+
+
+def test_fake_tiktok_is_demo_only(services: dict[str, Any], compose_text: str, dockerfile: dict[str, Any]) -> None:
+    fake = services["fake-tiktok"]
+    assert fake["profiles"] == ["demo"]
+    argv = compose_argv(fake, dockerfile)
+    assert argv[:2] == ["ttbridge", "fake-tiktok"]
+    assert argv[argv.index("--host") + 1] == "0.0.0.0"
+    assert argv[argv.index("--port") + 1] == "8099"
+    assert "--access-token" in argv and "--pixel" in argv
+    # the top comment tells how to point the worker at it
+    header = compose_text.split("\nservices:")[0]
+    assert "TIKTOK_API_URL=http://fake-tiktok:8099" in header
+    assert "--profile demo" in header
+
+
+def test_compose_env_names_are_the_contract(services: dict[str, Any], compose_text: str) -> None:
+    for name in TTBRIDGE_SERVICES:
+        env = _env_mapping(services[name].get("environment"))
+        assert "env_file" not in services[name], name
+        assert_contract_names(env, name)
+    # names interpolated from the caller's shell
+    referenced = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", compose_text))
+    assert_contract_names(referenced, "docker-compose.yml ${...}")
+
+
+def test_compose_token_is_only_a_reference(services: dict[str, Any]) -> None:
+    worker_env = _env_mapping(services["worker"]["environment"])
+    token = str(worker_env["TIKTOK_ACCESS_TOKEN"])
+    assert TOKEN_REFERENCE.fullmatch(token), token
+    assert ":?" in token or "?" in token, "the worker must refuse to start without a token"
+    for name, service in services.items():
+        env = _env_mapping(service.get("environment"))
+        if "TIKTOK_ACCESS_TOKEN" in env:
+            assert TOKEN_REFERENCE.fullmatch(str(env["TIKTOK_ACCESS_TOKEN"])), name
+        command = service.get("command") or []
+        if isinstance(command, list) and "--access-token" in command:
+            value = str(command[command.index("--access-token") + 1])
+            assert TOKEN_REFERENCE.fullmatch(value), f"{name}: literal --access-token"
+
+
+# =========================================================================== Dockerfile
+
+
+def test_dockerfile_base_and_install(dockerfile: dict[str, Any]) -> None:
+    assert dockerfile["base"] == "python:3.11-slim"
+    assert "pip install --no-cache-dir ." in dockerfile["all_text"]
+
+
+def test_dockerfile_runs_as_non_root(dockerfile: dict[str, Any]) -> None:
+    users = dockerfile["by_keyword"].get("USER")
+    assert users, "the final stage needs a USER"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0", "")
+    assert user.isdigit(), "numeric USER, so Kubernetes runAsNonRoot can verify it"
+
+
+def test_dockerfile_entrypoint_cmd_expose(dockerfile: dict[str, Any]) -> None:
+    assert dockerfile["entrypoint"] == ["ttbridge"]
+    assert dockerfile["cmd"] == ["worker"]
+    exposed = {p.split("/")[0] for args in dockerfile["by_keyword"]["EXPOSE"] for p in args.split()}
+    assert str(WEB_PORT) in exposed
+
+
+def test_dockerfile_data_dir_owned_by_the_user(dockerfile: dict[str, Any]) -> None:
+    data_dir = dockerfile["env"]["TTBRIDGE_DATA_DIR"]
+    runs = " ".join(dockerfile["by_keyword"]["RUN"])
+    assert "chown" in runs and data_dir in runs
+    assert_contract_names(dockerfile["env"], "Dockerfile ENV")
+
+
+def test_dockerignore() -> None:
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    def ignored(path: str) -> bool:
+        result = False
+        for pattern in patterns:
+            negate = pattern.startswith("!")
+            pattern = pattern.lstrip("!").strip("/")
+            candidates = {pattern, pattern.removeprefix("**/")}
+            parts = path.split("/")
+            prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+            if any(fnmatch.fnmatch(p, c) for c in candidates for p in prefixes):
+                result = not negate
+        return result
+
+    for path in (".venv/bin/python", ".git/HEAD", ".ttbridge/v1/tables", "app/__pycache__/x.pyc",
+                 ".pytest_cache/v", ".mypy_cache/x", ".ruff_cache/x"):
+        assert ignored(path), path
+    for path in ("pyproject.toml", "app/__init__.py", "app/tiktok.py", "topics/clicks.schema.json",
+                 "README.md"):
+        assert not ignored(path), path
+
+
+# =========================================================================== k8s
+
+
+def test_kustomization_lists_every_manifest(k8s_docs: list[dict[str, Any]]) -> None:
+    kustomization = _one(k8s_docs, "Kustomization")
+    files = {doc["__file__"] for doc in k8s_docs if doc["kind"] != "Kustomization"}
+    assert set(kustomization["resources"]) == files
+
+
+def test_k8s_env_names_are_the_contract(k8s_docs: list[dict[str, Any]]) -> None:
+    configmaps = _configmaps(k8s_docs)
+    for name, data in configmaps.items():
+        assert_contract_names(data, f"ConfigMap/{name}")
+    for where, pod in _pod_specs(k8s_docs):
+        for container in _containers(pod):
+            assert_contract_names(container_env(container, configmaps), f"{where}/{container['name']}")
+
+
+def test_k8s_token_only_from_a_secret(k8s_docs: list[dict[str, Any]], worker_container: dict[str, Any]) -> None:
+    for name, data in _configmaps(k8s_docs).items():
+        assert "TIKTOK_ACCESS_TOKEN" not in data, name
+    for secret in _of_kind(k8s_docs, "Secret"):
+        assert not secret.get("data") and not secret.get("stringData"), "token created out of band"
+    for where, pod in _pod_specs(k8s_docs):
+        for container in _containers(pod):
+            for item in container.get("env", []):
+                if item["name"] == "TIKTOK_ACCESS_TOKEN":
+                    assert "value" not in item, where
+                    assert item["valueFrom"]["secretKeyRef"]["name"], where
+                    assert item["valueFrom"]["secretKeyRef"]["key"], where
+            for arg in [*container.get("command", []), *container.get("args", [])]:
+                assert "access-token" not in str(arg), where
+    names = [item["name"] for item in worker_container.get("env", [])]
+    assert "TIKTOK_ACCESS_TOKEN" in names, "the worker needs the token (from the Secret)"
+
+
+def test_statefulset_worker(
+    k8s_docs: list[dict[str, Any]], statefulset: dict[str, Any], worker_container: dict[str, Any],
+    dockerfile: dict[str, Any],
+) -> None:
+    spec = statefulset["spec"]
+    pod = spec["template"]["spec"]
+    assert 1 <= spec["replicas"] <= DEFAULT_PARTITIONS
+    assert "idle" in (K8S_DIR / statefulset["__file__"]).read_text(), "comment on scaling past partitions"
+    assert pod["terminationGracePeriodSeconds"] >= MIN_GRACE_SECONDS
+
+    ports = {p["containerPort"] for p in worker_container["ports"]}
+    assert WEB_PORT in ports
+    live, ready = worker_container["livenessProbe"], worker_container["readinessProbe"]
+    assert live["httpGet"]["path"] == "/healthz" and _probe_port(live, worker_container) == WEB_PORT
+    assert ready["httpGet"]["path"] == "/readyz" and _probe_port(ready, worker_container) == WEB_PORT
+    if "startupProbe" in worker_container:
+        startup = worker_container["startupProbe"]
+        assert startup["httpGet"]["path"] == "/healthz"
+        assert _probe_port(startup, worker_container) == WEB_PORT
+
+    resources = worker_container["resources"]
+    assert resources["requests"]["cpu"] and resources["requests"]["memory"]
+    assert resources["limits"]["memory"]
+
+    env = container_env(worker_container, _configmaps(k8s_docs))
+    assert str(env["TTBRIDGE_WEB_PORT"]) == str(WEB_PORT)
+    data_dir = env["TTBRIDGE_DATA_DIR"]
+    claims = {t["metadata"]["name"] for t in spec["volumeClaimTemplates"]}
+    mounts = {m["mountPath"]: m["name"] for m in worker_container["volumeMounts"]}
+    assert mounts.get(data_dir) in claims, "TTBRIDGE_DATA_DIR must be on the volumeClaimTemplate"
+
+    security = pod["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["runAsUser"] == int(dockerfile["by_keyword"]["USER"][-1].split(":")[0])
+    assert security.get("fsGroup"), "the non-root user must be able to write the volume"
+
+
+def test_headless_metrics_service(k8s_docs: list[dict[str, Any]], statefulset: dict[str, Any]) -> None:
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    services = {s["metadata"]["name"]: s for s in _of_kind(k8s_docs, "Service")}
+    service = services[statefulset["spec"]["serviceName"]]
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert WEB_PORT in {p["port"] for p in service["spec"]["ports"]}
+    annotations = service["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(WEB_PORT)
+    assert annotations["prometheus.io/path"] == "/metrics"
+    selector = statefulset["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()
+
+
+def test_pod_disruption_budget(k8s_docs: list[dict[str, Any]], statefulset: dict[str, Any]) -> None:
+    pdb = _one(k8s_docs, "PodDisruptionBudget")
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert "maxUnavailable" in pdb["spec"] or "minAvailable" in pdb["spec"]
+
+
+def test_topics_job(k8s_docs: list[dict[str, Any]], dockerfile: dict[str, Any]) -> None:
+    job = _one(k8s_docs, "Job")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] in ("OnFailure", "Never")
+    (container,) = pod["containers"]
+    assert k8s_argv(container, dockerfile) == ["ttbridge", "topics", "create"]
+    env = container_env(container, _configmaps(k8s_docs))
+    assert {"KAFKA_BOOTSTRAP_SERVERS", "TTBRIDGE_TOPIC_CLICKS", "TTBRIDGE_TOPIC_EVENTS"} <= set(env)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_k8s_containers_run_ttbridge_commands(k8s_docs: list[dict[str, Any]], dockerfile: dict[str, Any]) -> None:
+    for where, pod in _pod_specs(k8s_docs):
+        for container in _containers(pod):
+            argv = k8s_argv(container, dockerfile)
+            assert argv[0] == "ttbridge", where
+            assert argv[1] in {"worker", "topics", "retry-worker", "fake-tiktok"}, where
+            assert container["image"].split(":")[0].split("/")[-1] == "ttbridge", where

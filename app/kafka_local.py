@@ -222,7 +222,12 @@ auto.create.topics.enable=false
 
 
 async def _answers_metadata(bootstrap: str) -> bool:
+    import logging
+
     from aiokafka import AIOKafkaClient
+
+    # Refused connections are expected while the broker boots: not worth a log line each.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
     try:
         await client.bootstrap()

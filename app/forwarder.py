@@ -1,0 +1,191 @@
+"""The forwarder: join each event with its click, map it, batch per pixel, deliver, and make the
+outcome durable before anything is acked.
+
+Every event handed to `handle` ends up in exactly one place: accepted by TikTok, on the retry
+topic, on the dead-letter topic, counted as skipped, or pending (waiting for its click, unacked).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections import defaultdict
+from typing import Any, Awaitable, Callable
+
+import orjson
+# faust's tables read from the RocksDB partition of the *current event*. A batch from noack_take
+# has no single current event, so each lookup sets it to the event being joined: without this,
+# a lookup would read another partition's store and miss clicks (a co-partitioning bug).
+from faust.streams import _current_event
+
+from app.mapping import MappingConfig, Refusal, has_identifier, map_event
+from app.metrics import Metrics
+from app.records import dead_letter, retry_record
+from app.routing import Router
+from app.sender import Sender
+from app.settings import Settings
+
+__all__ = ["Forwarder", "Produce"]
+
+log = logging.getLogger(__name__)
+
+# produce(topic_role, key, value) -> a future resolved when the broker has the record.
+_PENDING = object()
+
+Produce = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
+
+
+def source_of(fe) -> dict:
+    m = fe.message
+    return {"topic": m.topic, "partition": m.partition, "offset": m.offset}
+
+
+class Forwarder:
+    def __init__(self, settings: Settings, mapping: MappingConfig, table, sender: Sender,
+                 produce: Produce, metrics: Metrics, assigned: Callable[[], set] | None = None) -> None:
+        self.settings = settings
+        self.mapping = mapping
+        self.table = table
+        self.sender = sender
+        self.produce = produce
+        self.metrics = metrics
+        self.router = Router(settings)
+        self.assigned = assigned
+        # (faust event, decoded event, first seen at): waiting for a late click. Unacked, so a
+        # crash replays them; their offsets hold back commits by at most join_wait.
+        self.pending: list[tuple[Any, dict, float]] = []
+        self._lock = asyncio.Lock()
+
+    async def handle(self, batch: list) -> None:
+        now = time.time()
+        async with self._lock:
+            await self._process([(fe, None, fe.message.timestamp or now) for fe in batch], now)
+
+    async def recheck(self) -> None:
+        """Re-join pending events whose click arrived or whose wait is over."""
+        if not self.pending:
+            return
+        async with self._lock:
+            entries, self.pending = self.pending, []
+            if self.assigned is not None:
+                # A partition moved away in a rebalance: its new owner re-reads these events.
+                mine = self.assigned()
+                entries = [e for e in entries if e[0].message.tp in mine]
+            await self._process(entries, time.time())
+
+    def _lookup(self, fe, click_id: str) -> dict | None:
+        token = _current_event.set(weakref.ref(fe))
+        try:
+            return self.table.get(click_id)
+        finally:
+            _current_event.reset(token)
+
+    async def _process(self, entries: list, now: float) -> None:
+        groups: dict[tuple, list[dict]] = defaultdict(list)
+        pixels: dict[tuple, Any] = {}
+        dead: list[tuple[bytes | None, dict]] = []
+        done: list = []
+        m = self.metrics
+        for fe, event, first_seen in entries:
+            try:
+                if event is None:
+                    # Validated by the decode stage; the bytes crossed a topic, so parse again.
+                    event = orjson.loads(fe.value)
+                outcome = self._prepare(fe, event, first_seen, now)
+            except Exception as e:  # noqa: BLE001 - a bug must not stop the stream or lose the event
+                log.exception("unexpected error preparing an event")
+                outcome = dead_letter("internal_error", f"{type(e).__name__}: {e}", "map", now,
+                                      source=source_of(fe), original=fe.value)
+            if outcome is _PENDING:
+                self.pending.append((fe, event, first_seen))
+                continue
+            done.append(fe)
+            if isinstance(outcome, dict):
+                dead.append((None, outcome))
+            elif outcome is not None:
+                pixel, items = outcome
+                key = (pixel.event_source, pixel.code, pixel.test_event_code)
+                pixels[key] = pixel
+                groups[key].extend(items)
+
+        bodies = []
+        size = self.settings.batch_max
+        for key, items in groups.items():
+            source, code, test_code = key
+            for i in range(0, len(items), size):
+                body = {"event_source": source, "event_source_id": code, "data": items[i:i + size]}
+                if test_code:
+                    body["test_event_code"] = test_code
+                bodies.append((pixels[key], body))
+        m.add("batches", len(bodies))
+        deliveries = await asyncio.gather(*(self.sender.deliver(p, b) for p, b in bodies))
+
+        retries = []
+        for (pixel, _), delivery in zip(bodies, deliveries):
+            m.add("events_sent", delivery.accepted)
+            m.add("requests", delivery.requests)
+            for body, answer in delivery.retry:
+                m.add("events_retrying", len(body["data"]))
+                not_before = now + self.settings.retry_tiers_s[0]
+                retries.append((pixel.code.encode(), retry_record(body, pixel.code, 1, not_before,
+                                                                  now, answer.error())))
+            for body, answer in delivery.dead:
+                dead.append((pixel.code.encode(), dead_letter(
+                    answer.verdict.reason, answer.message, "send", now, attempts=1,
+                    pixel_code=pixel.code, code=answer.code, request=body)))
+        for _, record in dead:
+            m.add("dead_letters", reason=record["reason"])
+        await self._durably(retries, dead)
+        for fe in done:
+            fe.ack()
+
+    def _prepare(self, fe, event: dict, first_seen: float, now: float):
+        """One event's fate: _PENDING, a dead-letter record, None (skipped), or (pixel, items)."""
+        m = self.metrics
+        click_id = fe.key.decode() if fe.key else None
+        click = self._lookup(fe, click_id) if click_id else None
+        if click is None and click_id and now - first_seen < self.settings.join_wait_s:
+            return _PENDING
+        if click is not None:
+            m.add("events_joined")
+        elif click_id:
+            m.add("events_waited")
+        try:
+            items = map_event(event, click, self.mapping, now)
+        except Refusal as r:
+            return dead_letter(r.reason, r.message, "map", now, source=source_of(fe), original=fe.value)
+        if not items:
+            m.add("events_skipped", reason="unmapped")
+            return None
+        if not has_identifier(items[0]):
+            never = f" (click {click_id!r} never arrived)" if click_id and click is None else ""
+            return dead_letter("no_identifier", "no ttclid, ttp, email, phone, external_id, or IP "
+                               f"with user agent: TikTok cannot attribute it{never}", "join", now,
+                               source=source_of(fe), original=fe.value)
+        pixel = self.router.pixel_for(event)
+        if pixel is None:
+            return dead_letter("no_route", "no pixel matches this event and no default pixel is "
+                               "configured", "map", now, source=source_of(fe), original=fe.value)
+        return pixel, items
+
+    async def _durably(self, retries: list, dead: list) -> None:
+        """Write retry and DLQ records and wait until the broker has them all. Keeps trying while
+        Kafka is away: acking before this would lose the events."""
+        if not retries and not dead:
+            return
+        delay = 0.5
+        while True:
+            try:
+                futures = [await self.produce("retry", k, orjson.dumps(v)) for k, v in retries]
+                futures += [await self.produce("dlq", k or b"tracking-events", orjson.dumps(v))
+                            for k, v in dead]
+                await asyncio.gather(*futures)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any broker failure: wait and write again
+                log.warning("could not write %d retry / %d dead-letter records (%s); retrying in "
+                            "%.1f s", len(retries), len(dead), type(e).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)

@@ -1,0 +1,134 @@
+"""Customer identifiers -> SHA-256 lowercase hex, normalised the way TikTok matches them.
+
+TikTok hashes its own copy of each identifier after the same normalisation, so a value normalised
+differently here simply never matches. The rules (../shared/TIKTOK_EVENTS_API.md):
+email trim+lowercase; phone E.164; external_id trim, case kept; first/last name trim+lowercase;
+zip code trim, lowercase, no spaces.
+
+A value that already is 64 hex characters is taken as hashed upstream and passed through lowercased:
+hashing it again (a common peer-connector bug) makes it unmatchable.
+
+Every `hash_*` accepts a string, a number (its string form), None, or a list of those, and returns
+a hex string, a list of them (empties dropped), or None when nothing usable is left. Any other type
+raises TypeError: the caller decides whether that refuses the event.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from typing import Any, Callable
+
+import phonenumbers
+
+__all__ = [
+    "is_sha256_hex", "e164", "hash_email", "hash_phone", "hash_external_id", "hash_first_name",
+    "hash_last_name", "hash_zip_code",
+]
+
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+_WHITESPACE = re.compile(r"\s+")
+_E164 = phonenumbers.PhoneNumberFormat.E164
+
+
+def is_sha256_hex(s: object) -> bool:
+    """True for exactly 64 hex characters (any case): a value already hashed upstream."""
+    return isinstance(s, str) and len(s) == 64 and _SHA256_HEX.fullmatch(s) is not None
+
+
+def _text(v: object) -> str | None:
+    """The stripped string form of one scalar identifier; None when empty."""
+    if isinstance(v, str):
+        s = v.strip()
+    elif v is None:
+        return None
+    elif isinstance(v, bool):
+        raise TypeError(f"expected a string, got a boolean ({v!r})")
+    elif isinstance(v, int):
+        s = str(v)
+    elif isinstance(v, float) and math.isfinite(v):
+        # JSON decoders turn big integer IDs into floats; 1234.0 means the ID "1234".
+        s = str(int(v)) if v.is_integer() else repr(v)
+    else:
+        raise TypeError(f"expected a string, got {type(v).__name__}")
+    return s or None
+
+
+def _sha256(s: str) -> str:
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+_Normaliser = Callable[[str, "str | None"], "str | None"]
+
+
+def _hashed(v: object, normalise: _Normaliser, region: str | None = None) -> Any:
+    """Apply one field's normalise-then-hash to a scalar or to each element of a list."""
+    if isinstance(v, (list, tuple)):
+        out = [h for h in (_hashed_one(x, normalise, region) for x in v) if h is not None]
+        return out or None
+    return _hashed_one(v, normalise, region)
+
+
+def _hashed_one(v: object, normalise: _Normaliser, region: str | None) -> str | None:
+    s = _text(v)
+    if s is None:
+        return None
+    if is_sha256_hex(s):
+        return s.lower()
+    s = normalise(s, region)
+    return _sha256(s) if s else None
+
+
+def _lower(s: str, _region: str | None) -> str:
+    return s.lower()
+
+
+def _keep(s: str, _region: str | None) -> str:
+    return s
+
+
+def _zip(s: str, _region: str | None) -> str:
+    return _WHITESPACE.sub("", s).lower()
+
+
+def hash_email(v: object) -> str | list[str] | None:
+    return _hashed(v, _lower)
+
+
+def hash_external_id(v: object) -> str | list[str] | None:
+    # Case is kept: an advertiser's user IDs may be case-sensitive (TikTok's example "user_123").
+    return _hashed(v, _keep)
+
+
+def hash_first_name(v: object) -> str | list[str] | None:
+    return _hashed(v, _lower)
+
+
+def hash_last_name(v: object) -> str | list[str] | None:
+    return _hashed(v, _lower)
+
+
+def hash_zip_code(v: object) -> str | list[str] | None:
+    return _hashed(v, _zip)
+
+
+def e164(s: str, default_region: str | None) -> str | None:
+    """`s` in E.164 (`+`, country code, no trunk 0, digits only), or None if it can't be one.
+
+    Without a `+`/international prefix the number is read as national to `default_region`; with no
+    region such a number is ambiguous (is "2133734253" US or Algerian?) and gives None rather
+    than a guess. "Possible" (the right length for its country) is the bar, not "valid": validity
+    depends on the metadata of the moment and refuses reserved ranges that real test traffic uses.
+    """
+    try:
+        number = phonenumbers.parse(s, default_region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, _E164)
+
+
+def hash_phone(v: object, default_region: str | None = None) -> str | list[str] | None:
+    """SHA-256 of the E.164 form; numbers that can't be put in E.164 are left out (None)."""
+    return _hashed(v, e164, default_region)

@@ -1,0 +1,220 @@
+"""The faust app: topics, the clicks table, the agents, the web endpoints, and `ttbridge worker`.
+
+Reads top-down: topics → table → agents (clicks in, clicks stored, events decoded, events
+forwarded) → timers → web pages → command.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+
+import faust
+import orjson
+
+from app.decode import click_from_landing, decode_click, decode_event
+from app.forwarder import Forwarder, source_of
+from app.mapping import MappingConfig, Refusal, click_id_of, tiktok_names
+from app.metrics import Metrics
+from app.records import dead_letter
+from app.sender import Sender
+from app.settings import Settings, SettingsError
+
+__all__ = ["build_app", "mapping_config", "register"]
+
+log = logging.getLogger(__name__)
+
+_RAW = {"key_serializer": "raw", "value_serializer": "raw"}
+# The decode stages batch briefly too: one confirmation wait per batch, not per message.
+_DECODE_WINDOW_S = 0.05
+
+
+def mapping_config(settings: Settings) -> MappingConfig:
+    doc = {"click_id_paths": list(settings.click_id_paths),
+           "attribution_window_s": settings.attribution_window_days * 86400,
+           "max_event_age_s": settings.max_event_age_days * 86400}
+    if settings.default_region:
+        doc["default_region"] = settings.default_region
+    if settings.event_map:
+        doc["events"] = {k: list(v) for k, v in settings.event_map.items()}
+    try:
+        return MappingConfig.from_dict(doc)
+    except ValueError as e:
+        raise SettingsError(f"TTBRIDGE_CONFIG {e}") from None
+
+
+def build_app(settings: Settings) -> faust.App:
+    from app.topics import load_specs
+
+    specs = load_specs(settings)
+    mapping = mapping_config(settings)
+    metrics = Metrics()
+    n = settings.partitions
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_urls,
+        store="rocksdb://",
+        datadir=settings.data_dir,
+        topic_partitions=n,
+        web_port=settings.web_port,
+        web_bind="0.0.0.0",
+        consumer_auto_offset_reset="earliest",  # a new group must not skip what is already there
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    app.ttbridge_metrics = metrics
+
+    def topic(role: str, partitions: int | None = None):
+        spec = specs[role]
+        return app.topic(spec.name, partitions=partitions or spec.partitions, **_RAW)
+
+    clicks = topic("clicks")
+    events = topic("tracking-events")
+    retry = topic("tiktok-retry")
+    dlq = topic("tiktok-dlq")
+    # Co-partitioned by click_id: same partition count, same (default) partitioner.
+    clicks_by_id = topic("clicks-by-click-id", n)
+    events_by_id = topic("events-by-click-id", n)
+    by_role = {"retry": retry, "dlq": dlq, "clicks-by-click-id": clicks_by_id,
+               "events-by-click-id": events_by_id}
+
+    window_ms = int(settings.attribution_window_days * 86400 * 1000)
+    table = app.Table(
+        "clicks", default=None, partitions=n,  # JSON: str click_id -> dict record
+        # Clicks past the attribution window are useless: the changelog forgets them, so a
+        # recovering worker restores only live clicks (lookups check the age as well).
+        extra_topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(window_ms)},
+    )
+
+    async def produce(role: str, key: bytes | None, value: bytes):
+        return await by_role[role].send(key=key, value=value)
+
+    sender = Sender(settings)
+    forwarder = Forwarder(settings, mapping, table, sender, produce, metrics,
+                          assigned=lambda: app.consumer.assignment())
+    app.ttbridge_forwarder = forwarder
+
+    async def confirm_and_ack(batch, futures) -> None:
+        await asyncio.gather(*futures)
+        for fe in batch:
+            fe.ack()
+
+    @app.agent(clicks, concurrency=1)
+    async def index_clicks(stream):
+        async for batch in stream.noack_take(settings.batch_max, within=_DECODE_WINDOW_S):
+            now, futures = time.time(), []
+            for fe in batch:
+                metrics.add("clicks_in")
+                try:
+                    click_id, record = decode_click(fe.value, settings.max_message_bytes)
+                except Refusal as r:
+                    metrics.add("dead_letters", reason=r.reason)
+                    futures.append(await produce("dlq", fe.message.topic.encode(), orjson.dumps(
+                        dead_letter(r.reason, r.message, "decode", now, source=source_of(fe),
+                                    original=fe.value))))
+                    continue
+                futures.append(await produce("clicks-by-click-id", click_id.encode(), orjson.dumps(record)))
+            await confirm_and_ack(batch, futures)
+
+    @app.agent(clicks_by_id, concurrency=1)
+    async def store_clicks(stream):
+        # Per event: faust refuses table writes inside a batch loop.
+        async for fe in stream.events():
+            click_id, record = fe.key.decode(), orjson.loads(fe.value)
+            old = table.get(click_id)
+            if old is not None:
+                # A second record of the same click (e.g. its landing page) adds, never erases.
+                record = {**old, **{k: v for k, v in record.items() if v}}
+            table[click_id] = record
+
+    @app.agent(events, concurrency=1)
+    async def decode_events(stream):
+        async for batch in stream.noack_take(settings.batch_max, within=_DECODE_WINDOW_S):
+            now, futures = time.time(), []
+            for fe in batch:
+                metrics.add("events_in")
+                try:
+                    event = decode_event(fe.value, settings.max_message_bytes)
+                except Refusal as r:
+                    metrics.add("dead_letters", reason=r.reason)
+                    futures.append(await produce("dlq", fe.message.topic.encode(), orjson.dumps(
+                        dead_letter(r.reason, r.message, "decode", now, source=source_of(fe),
+                                    original=fe.value))))
+                    continue
+                landing = click_from_landing(event, mapping)
+                if landing is not None:
+                    metrics.add("clicks_in")
+                    futures.append(await produce("clicks-by-click-id", landing[0].encode(),
+                                                 orjson.dumps(landing[1])))
+                if not tiktok_names(event, mapping):
+                    metrics.add("events_skipped", reason="unmapped")
+                    continue
+                click_id = click_id_of(event, mapping)
+                # The original bytes travel on: no re-serialisation.
+                futures.append(await produce("events-by-click-id",
+                                             click_id.encode() if click_id else None, fe.value))
+            await confirm_and_ack(batch, futures)
+
+    @app.agent(events_by_id, concurrency=1)
+    async def forward(stream):
+        try:
+            async for batch in stream.noack_take(settings.batch_max, within=settings.batch_window_s):
+                await forwarder.handle(batch)
+        finally:
+            await sender.close()
+
+    @app.timer(interval=0.5)
+    async def rejoin_late_clicks():
+        await forwarder.recheck()
+
+    @app.page("/healthz")
+    async def healthz(web, request):
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web, request):
+        recovered = app.tables.recovery.completed.is_set()
+        ready = recovered and not app.rebalancing
+        return web.json({"ready": ready, "recovered": recovered, "rebalancing": app.rebalancing},
+                        status=200 if ready else 503)
+
+    @app.page("/metrics")
+    async def prometheus(web, request):
+        return web.text(metrics.render(), content_type="text/plain; version=0.0.4")
+
+    @app.page("/stats")
+    async def stats(web, request):
+        return web.json({**metrics.snapshot(), "pending": len(forwarder.pending)})
+
+    return app
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("worker", help="run the ttbridge stream job (a faust worker)",
+                              description="Join conversions with clicks and forward them to TikTok.")
+    p.add_argument("--loglevel", default="warning", help="faust log level (default: warning)")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    from faust.worker import Worker
+
+    from app.settings import load
+    from app.topics import create_topics
+
+    settings = load()
+    if not settings.pixels:
+        raise SettingsError("TIKTOK_PIXEL_CODE: set it (with TIKTOK_ACCESS_TOKEN), or configure "
+                            "[[pixels]] in the TTBRIDGE_CONFIG file")
+    try:
+        for line in asyncio.run(create_topics(settings)):
+            log.info(line)
+    except RuntimeError as e:
+        # A partition mismatch would break the join: refuse to start rather than lose events.
+        print(f"ttbridge worker: {e}", file=sys.stderr)
+        return 1
+    app = build_app(settings)
+    Worker(app, loglevel=args.loglevel).execute_from_commandline()
+    return 0

@@ -14,9 +14,10 @@ from collections import defaultdict
 from typing import Any, Awaitable, Callable
 
 import orjson
-# faust's tables read from the RocksDB partition of the *current event*. A batch from noack_take
-# has no single current event, so each lookup sets it to the event being joined: without this,
-# a lookup would read another partition's store and miss clicks (a co-partitioning bug).
+# faust's RocksDB tables read the partition of the *current event*; inside a noack_take batch there
+# is none, and faust falls back to searching every local partition's store, which would hide a
+# co-partitioning bug (and costs N lookups). Each lookup sets the event being joined, so a click
+# is found only in its event's own partition, as a multi-worker deployment will see it.
 from faust.streams import _current_event
 
 from app.mapping import MappingConfig, Refusal, has_identifier, map_event

@@ -1,0 +1,183 @@
+"""End to end on the real broker and the fake Events API: a worker process, RocksDB tables, six
+partitions, two pixels. Every produced event is accounted for: sent + skipped + dead-lettered."""
+import asyncio
+import hashlib
+import time
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from app.fake_tiktok import FakeConfig, FakeTikTok
+from app.kafka_local import free_port
+from app.settings import load
+from app.stack import WorkerProcess, produce_json
+from app.topics import create_topics
+
+TOKEN_A, TOKEN_B = "token-shop-a-0123456789", "token-shop-b-0123456789"
+PIXEL_A, PIXEL_B = "PIXELSHOPA000000001", "PIXELSHOPB000000002"
+
+
+def sha(s: str) -> str:
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+@pytest.fixture
+async def fake():
+    fake = FakeTikTok(FakeConfig(tokens={TOKEN_A: frozenset({PIXEL_A}), TOKEN_B: frozenset({PIXEL_B})}))
+    base = await fake.start("127.0.0.1", 0)
+    fake.base_url = base
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+def stack_env(kafka_bootstrap, unique, tmp_path, monkeypatch):
+    """Environment of a worker with its own topics, group, state dir and config file."""
+    monkeypatch.setenv("E2E_TOKEN_A", TOKEN_A)
+    monkeypatch.setenv("E2E_TOKEN_B", TOKEN_B)
+    config = tmp_path / "ttbridge.toml"
+    config.write_text(f"""
+[ttbridge]
+batch_window_s = 0.3
+join_wait_s = 4
+partitions = 6
+
+[[pixels]]
+code = "{PIXEL_A}"
+token_env = "E2E_TOKEN_A"
+
+[[pixels]]
+code = "{PIXEL_B}"
+token_env = "E2E_TOKEN_B"
+test_event_code = "TEST777"
+
+[routing]
+path = "properties.site"
+rules = {{ "shop-b" = "{PIXEL_B}" }}
+default = "{PIXEL_A}"
+""")
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TTBRIDGE_CONFIG": str(config),
+        "TTBRIDGE_APP_ID": f"e2e{unique}", "TTBRIDGE_DATA_DIR": str(tmp_path / "state"),
+        "TTBRIDGE_WEB_PORT": str(free_port()),
+        "TTBRIDGE_TOPIC_CLICKS": f"clicks-{unique}", "TTBRIDGE_TOPIC_EVENTS": f"events-{unique}",
+        "TTBRIDGE_TOPIC_RETRY": f"retry-{unique}", "TTBRIDGE_TOPIC_DLQ": f"dlq-{unique}",
+    }
+
+
+async def read_all(bootstrap: str, topic: str, expect: int, timeout: float = 30) -> list[dict]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    out = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(out) < expect and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            out += [orjson.loads(m.value) for msgs in batch.values() for m in msgs]
+        batch = await consumer.getmany(timeout_ms=1000)  # anything beyond what we expect?
+        out += [orjson.loads(m.value) for msgs in batch.values() for m in msgs]
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def order(i: int, now: float, **extra) -> dict:
+    return {"type": "track", "event": "Order Completed", "messageId": f"m-{i}", "timestamp": now - 30,
+            "context": {"traits": {"email": f" User{i}@Example.com "}},
+            "properties": {"click_id": f"c-{i}", "order_id": i, "value": "19.90", "currency": "eur",
+                           "products": [{"product_id": 1000 + i, "price": 19.9, "quantity": 1}], **extra}}
+
+
+async def test_produced_events_are_all_accounted_for(kafka_bootstrap, fake, stack_env, tmp_path):
+    env = {**stack_env, "TIKTOK_API_URL": fake.base_url}
+    settings = load(env)
+    await create_topics(settings)
+    now = time.time()
+    n = 300
+    clicks = [{"click_id": f"c-{i}", "ttclid": f"E.C.P.click{i}", "ttp": f"ttp{i}", "timestamp": now - 60,
+               "ip": "203.0.113.9", "user_agent": "Mozilla/5.0 (e2e)"} for i in range(n)]
+    # The first n orders join clicks; every third one goes to shop B's pixel.
+    events = [order(i, now, **({"site": "shop-b"} if i % 3 == 0 else {})) for i in range(n)]
+    late = [order(n + i, now) for i in range(3)]            # their clicks arrive 1 s later
+    late_clicks = [{"click_id": f"c-{n + i}", "ttclid": f"E.C.P.late{i}", "timestamp": now - 5} for i in range(3)]
+    landing = {"type": "page", "name": "Landing", "messageId": "landing-1", "timestamp": now - 20,
+               "context": {"page": {"url": "https://shop.example/?ttclid=E.C.P.fromurl"}, "ip": "198.51.100.1",
+                           "userAgent": "UA-landing"}, "properties": {"click_id": "c-landing"}}
+    after_landing = {"type": "track", "event": "Signed Up", "messageId": "signup-1", "timestamp": now - 10,
+                     "properties": {"click_id": "c-landing"}}
+    no_click_id = {"type": "track", "event": "Lead Generated", "messageId": "lead-1", "timestamp": now - 10,
+                   "context": {"traits": {"phone": "+44 7700 900123"}}}
+    never_clicked = {"type": "track", "event": "Order Completed", "messageId": "orphan-1", "timestamp": now - 10,
+                     "properties": {"click_id": "c-never", "value": 5, "currency": "USD"}}
+    unmapped = [{"type": "track", "event": "Video Paused", "messageId": f"u-{i}", "timestamp": now} for i in range(4)]
+    bad = [b"{not json", b"[1, 2]", orjson.dumps({"type": "track", "timestamp": now}),
+           orjson.dumps({**order(9999, now), "properties": {"click_id": "c-1", "value": 5, "currency": "XBT"}})]
+
+    await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_CLICKS"], clicks, key=lambda c: c["click_id"])
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        await worker.wait_ready()
+        await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_EVENTS"],
+                           [landing, *events, *late, after_landing, no_click_id, never_clicked, *unmapped, *bad])
+        await asyncio.sleep(1)
+        await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_CLICKS"], late_clicks)
+        expected_sent = n + 3 + 2  # joined orders, late ones, after-landing sign-up, lead without click id
+
+        async def all_accounted():
+            s = await worker.stats()
+            return (fake.stats()["events_accepted"] >= expected_sent and s.get("pending") == 0
+                    and sum(s.get("dead_letters", {}).values()) >= 5)
+        await wait_for(all_accounted, 60, "every event to be sent or dead-lettered")
+        stats = await worker.stats()
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+
+    accepted = {(a["event"]["event_id"], a["event"]["event"]): a for a in fake.accepted}
+    assert len(fake.accepted) == expected_sent and len(accepted) == expected_sent
+    assert fake.stats()["duplicates"] == 0
+    assert fake.stats()["rejections"] == {}  # never a 40002, never more than 1000 per request
+
+    # Joined: ttclid and ttp come from the click, PII hashed, contents typed, routed per pixel.
+    for i in range(n):
+        a = accepted[(f"m-{i}", "Purchase")]
+        assert a["pixel_code"] == (PIXEL_B if i % 3 == 0 else PIXEL_A)
+        assert a["test_event_code"] == ("TEST777" if i % 3 == 0 else None)
+        assert a["event"]["user"] == {"ttclid": f"E.C.P.click{i}", "ttp": f"ttp{i}",
+                                      "email": sha(f"user{i}@example.com"), "ip": "203.0.113.9",
+                                      "user_agent": "Mozilla/5.0 (e2e)"}
+        assert a["event"]["properties"] == {"contents": [{"content_id": str(1000 + i), "price": 19.9, "quantity": 1}],
+                                            "value": 19.9, "currency": "EUR", "num_items": 1, "order_id": str(i)}
+        assert a["event"]["event_time"] == int(now - 30)
+    for i in range(3):  # waited for their click, then joined
+        assert accepted[(f"m-{n + i}", "Purchase")]["event"]["user"]["ttclid"] == f"E.C.P.late{i}"
+    signup = accepted[("signup-1", "CompleteRegistration")]["event"]["user"]
+    assert signup == {"ttclid": "E.C.P.fromurl", "ip": "198.51.100.1", "user_agent": "UA-landing"}
+    lead = accepted[("lead-1", "Lead")]["event"]["user"]
+    assert lead == {"phone": sha("+447700900123")}
+
+    dead = await read_all(kafka_bootstrap, env["TTBRIDGE_TOPIC_DLQ"], 5)
+    reasons = sorted(d["reason"] for d in dead)
+    assert reasons == ["invalid_currency", "invalid_json", "missing_event_name", "no_identifier", "not_an_object"]
+    by_reason = {d["reason"]: d for d in dead}
+    assert by_reason["invalid_json"]["original"] == "{not json"
+    assert by_reason["invalid_json"]["source"]["topic"] == env["TTBRIDGE_TOPIC_EVENTS"]
+    assert "c-never" in by_reason["no_identifier"]["message"]
+
+    produced = 1 + n + 3 + 1 + 1 + 1 + len(unmapped) + len(bad)
+    skipped = stats["events_skipped"]["unmapped"]
+    assert skipped == len(unmapped) + 1  # the landing page view is recorded as a click, not sent
+    assert stats["events_in"] == produced
+    assert len(fake.accepted) + skipped + len(dead) == produced
+    assert await read_all(kafka_bootstrap, env["TTBRIDGE_TOPIC_RETRY"], 0, timeout=1) == []

@@ -319,6 +319,9 @@ class FakeTikTok:
     def reset(self) -> None:
         """Forget counters, accepted events, dedup and rate-limit state (not the record file)."""
         self.accepted: list[dict[str, Any]] = []
+        # Size of every accepted request and the last accepted body, as received (demo, tests).
+        self.batch_sizes: list[int] = []
+        self.last_body: dict[str, Any] | None = None
         self._counters: Counter[str] = Counter()
         self._rejections: Counter[str] = Counter()
         # Dedup: key -> first-seen time, plus the keys in arrival order so expiry pops from the
@@ -440,6 +443,8 @@ class FakeTikTok:
 
     def _accept(self, body: dict[str, Any]) -> None:
         now = time.time()
+        self.batch_sizes.append(len(body["data"]))
+        self.last_body = body
         source_id = body["event_source_id"]
         lines = []
         for event in body["data"]:

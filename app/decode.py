@@ -19,8 +19,11 @@ DECODE_REASONS = (
     "invalid_event_name",  # `event` is not a string
     "missing_click_id",    # a click without click_id
     "invalid_click",       # a click field of the wrong type
+    "invalid_timestamp",   # a click whose timestamp is not a time
+    "invalid_field",       # `type` is not a string
 )
 
+_CLICK_ID_AT_TOP = MappingConfig(click_id_paths=("click_id",))
 _CLICK_TEXT_FIELDS = ("ttclid", "ttp", "ip", "user_agent", "url", "referrer")
 
 
@@ -41,22 +44,25 @@ def _object(raw: bytes, max_bytes: int) -> dict:
 def decode_event(raw: bytes, max_bytes: int) -> dict:
     """A Segment-spec event. Only page/identify/screen calls may lack `event`."""
     event = _object(raw, max_bytes)
+    kind = event.get("type", "track")
+    if kind is None:
+        kind = "track"
+    elif not isinstance(kind, str):
+        raise Refusal("invalid_field", f"type: expected a string, got {type(kind).__name__}")
     name = event.get("event")
-    if name is None or name == "":
-        if event.get("type", "track") == "track":
-            raise Refusal("missing_event_name", "event: missing")
-    elif not isinstance(name, str):
+    if name is not None and not isinstance(name, str):
         raise Refusal("invalid_event_name", f"event: expected a string, got {type(name).__name__}")
+    if (name is None or not name.strip()) and kind == "track":
+        raise Refusal("missing_event_name", "event: missing")
     return event
 
 
 def decode_click(raw: bytes, max_bytes: int) -> tuple[str, dict]:
     """(click_id, the record stored in the clicks table)."""
     doc = _object(raw, max_bytes)
-    click_id = doc.get("click_id")
-    if isinstance(click_id, (int, float)) and not isinstance(click_id, bool):
-        click_id = str(click_id)
-    if not isinstance(click_id, str) or not click_id.strip():
+    # The same reading of the ID as on the conversion side (1234.0 and "1234" are one click).
+    click_id = click_id_of(doc, _CLICK_ID_AT_TOP)
+    if click_id is None:
         raise Refusal("missing_click_id", "click_id: missing or not a string")
     for key in _CLICK_TEXT_FIELDS:
         value = doc.get(key)
@@ -69,7 +75,7 @@ def decode_click(raw: bytes, max_bytes: int) -> tuple[str, dict]:
         "ttp": doc.get("ttp"), "clicked_at": clicked_at, "ip": doc.get("ip"),
         "user_agent": doc.get("user_agent"), "url": doc.get("url"), "referrer": doc.get("referrer"),
     }
-    return click_id.strip(), {k: v for k, v in record.items() if v is not None}
+    return click_id, {k: v for k, v in record.items() if v is not None}
 
 
 def click_from_landing(event: dict, config: MappingConfig) -> tuple[str, dict] | None:

@@ -35,10 +35,12 @@ class Metrics:
         return sum(v for (n, _), v in self.counts.items() if n == name)
 
     def snapshot(self) -> dict:
+        """{name: n} for plain counters, {name: {reason: n}} for counters with reasons."""
         out: dict = {}
+        labelled = {n for n, r in self.counts if r}
         for (name, reason), v in sorted(self.counts.items()):
-            if reason:
-                out.setdefault(name, {})[reason] = v
+            if name in labelled:
+                out.setdefault(name, {})[reason or "unlabelled"] = v
             else:
                 out[name] = v
         return out

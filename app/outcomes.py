@@ -35,7 +35,8 @@ _BY_CODE: dict[int, Verdict] = {
     Code.NO_PERMISSION: Verdict(Action.DEAD, "no_permission"),
     Code.INVALID_PARAMETER: Verdict(Action.ISOLATE, "invalid_parameter"),
     Code.INVALID_BATCH_SIZE: Verdict(Action.SPLIT, "invalid_batch_size"),
-    Code.PII_NOT_HASHED: Verdict(Action.DEAD, "pii_not_hashed"),
+    # Names the offending event like a 40002: dead-letter that one (a hashing bug), send the rest.
+    Code.PII_NOT_HASHED: Verdict(Action.ISOLATE, "pii_not_hashed"),
     Code.RATE_LIMITED: Verdict(Action.RETRY, "rate_limited", slows_down=True),
     Code.RATE_LIMITED_APP: Verdict(Action.RETRY, "rate_limited", slows_down=True),
     Code.RATE_LIMITED_SYSTEM: Verdict(Action.RETRY, "rate_limited", slows_down=True),

@@ -87,6 +87,7 @@ class Sender:
         self._hold_logged: dict[str, float] = {}
         # Seconds to wait after a rate limit before the next request to that pixel.
         self._backoff: dict[str, float] = {}
+        self._delay: dict[str, float] = {}
         self.requests = 0
         self.rate_limited = 0
 
@@ -163,18 +164,21 @@ class Sender:
         if answer.verdict.slows_down:
             self.rate_limited += 1
             limiter.slow_down()
-            # Back off before the next request to this pixel: grows with repeated limits.
-            current = self._backoff.get(pixel_code, 0.0) - time.monotonic()
-            self._backoff[pixel_code] = time.monotonic() + min(5.0, max(0.1, current * 2))
+            # Back off before the next request to this pixel: doubles while the limit lasts.
+            delay = min(5.0, max(0.1, self._delay.get(pixel_code, 0.0) * 2))
+            self._delay[pixel_code] = delay
+            self._backoff[pixel_code] = time.monotonic() + delay
         elif answer.verdict.action is Action.DONE:
             limiter.speed_up()
+            self._delay.pop(pixel_code, None)
         elif answer.verdict.action is Action.HOLD:
             now = time.monotonic()
             if now - self._hold_logged.get(pixel_code, -1e9) >= _HOLD_LOG_EVERY_S:
                 self._hold_logged[pixel_code] = now
-                log.error("TikTok refuses the access token for pixel %s (code %s: %s): events are "
-                          "kept on the retry tiers until the token is fixed", pixel_code,
-                          answer.code, answer.verdict.reason)
+                what = (f"TikTok refuses the access token (code {answer.code})" if answer.code is not None
+                        else f"the Events API URL answers HTTP {answer.http_status}")
+                log.error("%s for pixel %s (%s): events are kept on the retry tiers until this "
+                          "is fixed", what, pixel_code, answer.verdict.reason)
 
 
 def _read_answer(status: int, raw: bytes) -> Answer:

@@ -17,7 +17,7 @@ import orjson
 
 from app.settings import Settings
 
-__all__ = ["TopicSpec", "specs_dir", "load_specs", "create_topics", "register"]
+__all__ = ["TopicSpec", "specs_dir", "load_specs", "retry_tier_topic", "create_topics", "register"]
 
 ROLES = ("clicks", "tracking-events", "tiktok-retry", "tiktok-dlq")
 
@@ -42,6 +42,11 @@ def read_spec(role: str) -> dict:
     return orjson.loads((specs_dir() / f"{role}.json").read_bytes())
 
 
+def retry_tier_topic(settings: Settings, tier: int) -> str:
+    """Tier 1 is TTBRIDGE_TOPIC_RETRY itself (where replay writes); tier N is "<name>-N"."""
+    return settings.topic_retry if tier == 1 else f"{settings.topic_retry}-{tier}"
+
+
 def load_specs(settings: Settings) -> dict[str, TopicSpec]:
     """Role → TopicSpec with the names in force: clicks, tracking-events, tiktok-retry, tiktok-dlq,
     plus the two repartition topics ("clicks-by-click-id", "events-by-click-id")."""
@@ -51,6 +56,12 @@ def load_specs(settings: Settings) -> dict[str, TopicSpec]:
     for role in ROLES:
         doc = read_spec(role)
         out[role] = TopicSpec(names[role], doc["partitions"], doc["replication_factor"], doc["config"])
+    # One topic per retry tier: every record in a tier has the same delay, so records sit in
+    # order of due time and a long tier never holds up a short one. Tier 1 is the named topic.
+    retry = out["tiktok-retry"]
+    for tier in range(2, len(settings.retry_tiers_s) + 1):
+        out[f"tiktok-retry-{tier}"] = TopicSpec(retry_tier_topic(settings, tier), retry.partitions,
+                                                retry.replication_factor, retry.config)
     internal = read_spec("internal")["topics"]
     for doc in internal:
         role = doc["name"].removeprefix("{app_id}-")

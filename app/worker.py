@@ -18,6 +18,7 @@ from app.forwarder import Forwarder, source_of
 from app.mapping import MappingConfig, Refusal, click_id_of, tiktok_names
 from app.metrics import Metrics
 from app.records import dead_letter
+from app.retrier import Retrier
 from app.sender import Sender
 from app.settings import Settings, SettingsError
 
@@ -44,7 +45,7 @@ def mapping_config(settings: Settings) -> MappingConfig:
         raise SettingsError(f"TTBRIDGE_CONFIG {e}") from None
 
 
-def build_app(settings: Settings) -> faust.App:
+def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
     from app.topics import load_specs
 
     specs = load_specs(settings)
@@ -137,6 +138,7 @@ def build_app(settings: Settings) -> faust.App:
                 metrics.add("events_in")
                 try:
                     event = decode_event(fe.value, settings.max_message_bytes)
+                    mapped = bool(tiktok_names(event, mapping))
                 except Refusal as r:
                     metrics.add("dead_letters", reason=r.reason)
                     futures.append(await produce("dlq", fe.message.topic.encode(), orjson.dumps(
@@ -148,7 +150,7 @@ def build_app(settings: Settings) -> faust.App:
                     metrics.add("clicks_in")
                     futures.append(await produce("clicks-by-click-id", landing[0].encode(),
                                                  orjson.dumps(landing[1])))
-                if not tiktok_names(event, mapping):
+                if not mapped:
                     metrics.add("events_skipped", reason="unmapped")
                     continue
                 click_id = click_id_of(event, mapping)
@@ -164,6 +166,13 @@ def build_app(settings: Settings) -> faust.App:
                 await forwarder.handle(batch)
         finally:
             await sender.close()
+
+    if run_retrier:
+        @app.task
+        async def retry_tiers():
+            # Its own consumer groups, outside faust: waiting for due records never blocks the
+            # main job's rebalances.
+            await Retrier(settings, sender, metrics).run()
 
     @app.timer(interval=0.5)
     async def rejoin_late_clicks():
@@ -195,6 +204,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("worker", help="run the ttbridge stream job (a faust worker)",
                               description="Join conversions with clicks and forward them to TikTok.")
     p.add_argument("--loglevel", default="warning", help="faust log level (default: warning)")
+    p.add_argument("--no-retry", action="store_true",
+                   help="do not run the retry tiers in this process (run `ttbridge retry-worker`)")
     p.set_defaults(func=_main)
 
 
@@ -215,6 +226,6 @@ def _main(args) -> int:
         # A partition mismatch would break the join: refuse to start rather than lose events.
         print(f"ttbridge worker: {e}", file=sys.stderr)
         return 1
-    app = build_app(settings)
+    app = build_app(settings, run_retrier=not args.no_retry)
     Worker(app, loglevel=args.loglevel).execute_from_commandline()
     return 0

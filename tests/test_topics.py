@@ -43,10 +43,12 @@ async def test_create_is_idempotent_and_reports_mismatch(kafka_bootstrap, unique
     assert sorted(first) == sorted([
         f"clicks-{unique}: created (6 partitions)", f"tracking-events-{unique}: created (6 partitions)",
         f"tiktok-retry-{unique}: created (6 partitions)", f"tiktok-dlq-{unique}: created (3 partitions)",
+        f"tiktok-retry-{unique}-2: created (6 partitions)", f"tiktok-retry-{unique}-3: created (6 partitions)",
+        f"tiktok-retry-{unique}-4: created (6 partitions)",
         f"t{unique}-clicks-by-click-id: created (6 partitions)", f"t{unique}-events-by-click-id: created (6 partitions)"])
     second = await create_topics(settings)
     assert all(line.endswith("exists (6 partitions)") or line.endswith("exists (3 partitions)") for line in second)
-    assert len(second) == 6
+    assert len(second) == 9
 
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()

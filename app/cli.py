@@ -10,13 +10,13 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app import demo, fake_tiktok, kafka_local, retrier, topics, worker
+    from app import demo, fake_tiktok, kafka_local, replay, retrier, topics, worker
 
     parser = argparse.ArgumentParser(
         prog="ttbridge",
         description="Kafka-native bridge from your click tracking to the TikTok Events API.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
-    for module in (demo, worker, retrier, kafka_local, topics, fake_tiktok):
+    for module in (demo, worker, retrier, replay, kafka_local, topics, fake_tiktok):
         module.register(sub)
     return parser
 

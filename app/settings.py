@@ -96,6 +96,8 @@ class Settings:
     http_total_timeout_s: float = 30.0
     max_in_flight_per_pixel: int = 4
     shutdown_timeout_s: float = 30.0
+    # How long the group waits for a silent (crashed) worker before its partitions move.
+    session_timeout_s: float = 30.0
     # The [events] table: source event name -> TikTok name(s); merged over the defaults.
     event_map: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     click_id_paths: tuple[str, ...] = ("properties.click_id", "context.click_id")
@@ -146,7 +148,7 @@ _TOML_NUMBERS = {
     "partitions": int, "batch_window_s": float, "batch_max": int, "join_wait_s": float,
     "attribution_window_days": float, "max_event_age_days": float, "max_message_bytes": int,
     "http_connect_timeout_s": float, "http_total_timeout_s": float,
-    "max_in_flight_per_pixel": int, "shutdown_timeout_s": float,
+    "max_in_flight_per_pixel": int, "shutdown_timeout_s": float, "session_timeout_s": float,
 }
 
 

@@ -12,6 +12,7 @@ import time
 
 import faust
 import orjson
+from faust.worker import Worker
 
 from app.decode import click_from_landing, decode_click, decode_event
 from app.forwarder import Forwarder, source_of
@@ -60,7 +61,9 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
         topic_partitions=n,
         web_port=settings.web_port,
         web_bind="0.0.0.0",
-        consumer_auto_offset_reset="earliest",  # a new group must not skip what is already there
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),  # a new group must not skip what is already there
         autodiscover=False,
         key_serializer="raw",
         value_serializer="raw",
@@ -200,6 +203,28 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
     return app
 
 
+class _BoundedWorker(Worker):
+    """A faust worker whose graceful shutdown has a bound (shutdown_timeout_s).
+
+    On SIGTERM/SIGINT faust stops the agents and commits what was acked. If that takes longer
+    than the bound (a hung request, an unreachable broker) the process exits anyway: nothing is
+    lost, since only durable outcomes were acked; the next owner re-reads the rest.
+    """
+
+    def __init__(self, *args, shutdown_bound_s: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.shutdown_bound_s = shutdown_bound_s
+
+    def _schedule_shutdown(self, signal) -> None:
+        if not self._signal_stop_time:
+            import os
+            import threading
+            watchdog = threading.Timer(self.shutdown_bound_s, os._exit, args=(75,))
+            watchdog.daemon = True
+            watchdog.start()
+        super()._schedule_shutdown(signal)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("worker", help="run the ttbridge stream job (a faust worker)",
                               description="Join conversions with clicks and forward them to TikTok.")
@@ -210,7 +235,6 @@ def register(subparsers) -> None:
 
 
 def _main(args) -> int:
-    from faust.worker import Worker
 
     from app.settings import load
     from app.topics import create_topics
@@ -227,5 +251,6 @@ def _main(args) -> int:
         print(f"ttbridge worker: {e}", file=sys.stderr)
         return 1
     app = build_app(settings, run_retrier=not args.no_retry)
-    Worker(app, loglevel=args.loglevel).execute_from_commandline()
+    _BoundedWorker(app, loglevel=args.loglevel,
+                   shutdown_bound_s=settings.shutdown_timeout_s).execute_from_commandline()
     return 0

@@ -250,3 +250,30 @@ async def test_sigterm_exits_within_the_bound_and_loses_nothing(kafka_bootstrap,
         await wait_for(done, 60, "delivery after the restart")
     finally:
         assert restarted.stop() == 0
+
+
+async def test_broker_stopped_and_restarted_mid_stream(broker_handle, unique, tmp_path, fake):
+    broker = broker_handle
+    env = make_env(broker.bootstrap, unique, tmp_path, fake, extra="session_timeout_s = 10\n")
+    worker = await start_worker(env, tmp_path)
+    n = 600
+    ids = {f"e-{i}" for i in range(n)}
+    events = conversions(n, time.time())
+    try:
+        await produce_json(broker.bootstrap, env["TTBRIDGE_TOPIC_EVENTS"], events[:300])
+
+        async def some_sent():
+            return len(delivered_ids(fake)) >= 100
+        await wait_for(some_sent, 30, "the first deliveries")
+        await asyncio.to_thread(broker.stop)
+        await asyncio.sleep(3)
+        await asyncio.to_thread(broker.start)
+        await produce_json(broker.bootstrap, env["TTBRIDGE_TOPIC_EVENTS"], events[300:])
+
+        async def done():
+            return delivered_ids(fake) >= ids
+        await wait_for(done, 120, "delivery after the broker came back")
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    assert delivered_ids(fake) == ids
+    print(f"broker restart: {n} produced, {len(ids)} delivered, {fake.stats()['duplicates']} duplicates")

@@ -119,7 +119,7 @@ async def run(workdir: Path, out=sys.stdout) -> int:
         say("summary")
         say(f"  events in            {s['events_in']}")
         say(f"  joined with a click  {s.get('events_joined', 0)}")
-        say(f"  sent without a click after waiting {s.get('events_waited', 0)}")
+        say(f"  sent without a click {s.get('events_waited', 0)} (waited join_wait for it)")
         say(f"  TikTok events sent   {s.get('events_sent', 0)} in {len(fake.batch_sizes)} request(s) "
             f"(sizes {fake.batch_sizes})")
         say(f"  skipped              {s.get('events_skipped', {})}")

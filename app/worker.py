@@ -63,6 +63,10 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
         web_bind="0.0.0.0",
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_s,
+        # Don't wait at shutdown/rebalance for events the agents will never ack (cancelled
+        # mid-batch, or pending a late click): unacked means not durable, and the next owner of
+        # the partition re-reads them. Waiting would only run into the shutdown bound.
+        stream_wait_empty=False,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),  # a new group must not skip what is already there
         autodiscover=False,
         key_serializer="raw",

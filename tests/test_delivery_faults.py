@@ -20,6 +20,7 @@ TOKEN, PIXEL = "fault-token-0123456789", "FAULTPIXEL000000001"
 async def fake():
     fake = FakeTikTok(FakeConfig(tokens={TOKEN: frozenset({PIXEL})}, seed=7))
     fake.base_url = await fake.start("127.0.0.1", 0)
+    fake.started = time.monotonic()
     yield fake
     await fake.stop()
 
@@ -41,6 +42,13 @@ def conversions(n: int, now: float, prefix: str = "e") -> list[dict]:
     return [{"type": "track", "event": "Order Completed", "messageId": f"{prefix}-{i}", "timestamp": now - 10,
              "userId": f"user-{i}", "properties": {"order_id": str(i), "value": 10 + i, "currency": "USD"}}
             for i in range(n)]
+
+
+def report(name: str, produced: int, fake, dead: int) -> None:
+    """One line per scenario for the record (pytest -s shows it)."""
+    print(f"\nSCENARIO {name}: produced={produced} delivered={len(delivered_ids(fake))} "
+          f"duplicates={fake.stats()['duplicates']} dead_lettered={dead} "
+          f"took={time.monotonic() - fake.started:.1f}s")
 
 
 def delivered_ids(fake) -> set[str]:
@@ -82,6 +90,7 @@ async def test_server_errors_502_bursts_and_latency_lose_nothing(kafka_bootstrap
     assert stats["events_retrying"] > 0  # the retry tiers did the work
     dead = await read_all(kafka_bootstrap, env["TTBRIDGE_TOPIC_DLQ"], 2)
     assert sorted(d["reason"] for d in dead) == ["invalid_event_name", "invalid_json"]
+    report("50000s+502 bursts+latency", n + len(poison), fake, len(dead))
 
 
 async def test_expired_tokens_keep_the_data_until_fixed(kafka_bootstrap, unique, tmp_path, fake):
@@ -106,6 +115,7 @@ async def test_expired_tokens_keep_the_data_until_fixed(kafka_bootstrap, unique,
     assert "fault-token" not in worker.log_tail(10**6)
     assert "refuses the access token" in worker.log_tail(10**6)
     assert await read_all(kafka_bootstrap, env["TTBRIDGE_TOPIC_DLQ"], 0, timeout=1) == []
+    report("tokens expired then fixed", n, fake, 0)
 
 
 async def test_retries_exhausted_go_to_the_dlq_with_the_request(kafka_bootstrap, unique, tmp_path, fake):
@@ -122,6 +132,7 @@ async def test_retries_exhausted_go_to_the_dlq_with_the_request(kafka_bootstrap,
     assert (d["reason"], d["stage"], d["attempts"], d["code"]) == ("retries_exhausted", "retry", 3, 50000)
     assert sorted(e["event_id"] for e in d["request"]["data"]) == ["e-0", "e-1", "e-2"]
     assert fake.stats()["requests"] == 3  # first send and two tiers, then it stops trying
+    report("retries exhausted", 3, fake, 3)
 
 
 async def test_dlq_replay_after_the_fix_delivers_and_twice_sends_nothing_new(kafka_bootstrap, unique, tmp_path, fake):
@@ -167,6 +178,7 @@ async def test_dlq_replay_after_the_fix_delivers_and_twice_sends_nothing_new(kaf
         assert worker.stop() == 0
     # The DLQ itself is untouched: replay never deletes.
     assert len(await read_all(kafka_bootstrap, env["TTBRIDGE_TOPIC_DLQ"], 2, timeout=5)) == 2
+    report("DLQ replay, twice", n + 1, fake, 1)
 
 
 async def test_rate_limit_slows_the_sender_down(kafka_bootstrap, unique, tmp_path, fake):
@@ -193,6 +205,8 @@ async def test_rate_limit_slows_the_sender_down(kafka_bootstrap, unique, tmp_pat
     assert s["rate_limited"] < accepted_requests, s
     assert s["requests"] / elapsed < 3 * 5, (s, elapsed)  # settles near the limit, not far above
     assert await read_all(kafka_bootstrap, env["TTBRIDGE_TOPIC_DLQ"], 0, timeout=1) == []
+    report(f"rate limit 5 qps ({s['requests'] / elapsed:.1f} requests/s sent, {s['rate_limited']} x 40100)",
+           n, fake, 0)
 
 
 async def test_sigkill_mid_batch_then_restart_delivers_everything(kafka_bootstrap, unique, tmp_path, fake):
@@ -221,8 +235,8 @@ async def test_sigkill_mid_batch_then_restart_delivers_everything(kafka_bootstra
         assert restarted.stop() == 0
     assert delivered_ids(fake) == ids
     # Re-sent events are duplicates TikTok drops by event_id; the count is reported, not hidden.
-    print(f"sigkill: {n} produced, {len(delivered_ids(fake))} delivered, {fake.stats()['duplicates']} duplicates")
     assert await read_all(kafka_bootstrap, env["TTBRIDGE_TOPIC_DLQ"], 0, timeout=1) == []
+    report("SIGKILL mid-batch + restart", n, fake, 0)
 
 
 async def test_sigterm_exits_within_the_bound_and_loses_nothing(kafka_bootstrap, unique, tmp_path, fake):
@@ -250,6 +264,7 @@ async def test_sigterm_exits_within_the_bound_and_loses_nothing(kafka_bootstrap,
         await wait_for(done, 60, "delivery after the restart")
     finally:
         assert restarted.stop() == 0
+    report(f"SIGTERM with a hung request (exit {code} after {took:.1f}s) + restart", n, fake, 0)
 
 
 async def test_broker_stopped_and_restarted_mid_stream(broker_handle, unique, tmp_path, fake):
@@ -276,4 +291,5 @@ async def test_broker_stopped_and_restarted_mid_stream(broker_handle, unique, tm
     finally:
         assert worker.stop() == 0, worker.log_tail()
     assert delivered_ids(fake) == ids
-    print(f"broker restart: {n} produced, {len(ids)} delivered, {fake.stats()['duplicates']} duplicates")
+    assert await read_all(broker.bootstrap, env["TTBRIDGE_TOPIC_DLQ"], 0, timeout=1) == []
+    report("broker stopped 3 s and restarted", n, fake, 0)

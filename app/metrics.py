@@ -12,13 +12,14 @@ _HELP = {
     "events_in": "tracking events read",
     "clicks_in": "clicks read (including landing pages recorded as clicks)",
     "events_joined": "events that found their click",
-    "events_waited": "events that waited for a late click",
+    "events_waited": "events sent without their click after waiting join_wait",
     "events_skipped": "events not sent on purpose, by reason (e.g. unmapped)",
     "events_sent": "TikTok events accepted by the Events API",
     "events_retrying": "TikTok events written to the retry topic",
     "dead_letters": "records written to the dead-letter topic, by reason",
     "requests": "requests sent to the Events API",
     "batches": "request bodies built by the forwarder",
+    "clicks_expired": "clicks past the attribution window deleted from the table",
 }
 
 

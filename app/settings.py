@@ -98,6 +98,8 @@ class Settings:
     shutdown_timeout_s: float = 30.0
     # How long the group waits for a silent (crashed) worker before its partitions move.
     session_timeout_s: float = 30.0
+    # How often clicks past the attribution window are deleted from the local store.
+    sweep_interval_s: float = 3600.0
     # The [events] table: source event name -> TikTok name(s); merged over the defaults.
     event_map: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     click_id_paths: tuple[str, ...] = ("properties.click_id", "context.click_id")
@@ -149,6 +151,7 @@ _TOML_NUMBERS = {
     "attribution_window_days": float, "max_event_age_days": float, "max_message_bytes": int,
     "http_connect_timeout_s": float, "http_total_timeout_s": float,
     "max_in_flight_per_pixel": int, "shutdown_timeout_s": float, "session_timeout_s": float,
+    "sweep_interval_s": float,
 }
 
 

@@ -88,7 +88,8 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
     by_role = {"retry": retry, "dlq": dlq, "clicks-by-click-id": clicks_by_id,
                "events-by-click-id": events_by_id}
 
-    window_ms = int(settings.attribution_window_days * 86400 * 1000)
+    window_s = settings.attribution_window_days * 86400
+    window_ms = int(window_s * 1000)
     table = app.Table(
         "clicks", default=None, partitions=n,  # JSON: str click_id -> dict record
         # Clicks past the attribution window are useless: the changelog forgets them, so a
@@ -132,6 +133,11 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
         async for fe in stream.events():
             click_id, record = fe.key.decode(), orjson.loads(fe.value)
             old = table.get(click_id)
+            if record.get("expire"):
+                # From the sweeper: delete only if still expired (the click may have come again).
+                if old is not None and old.get("clicked_at", 0) < time.time() - window_s:
+                    del table[click_id]
+                continue
             if old is not None:
                 # A second record of the same click (e.g. its landing page) adds, never erases.
                 record = {**old, **{k: v for k, v in record.items() if v}}
@@ -180,6 +186,21 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
             # Its own consumer groups, outside faust: waiting for due records never blocks the
             # main job's rebalances.
             await Retrier(settings, sender, metrics).run()
+
+    @app.timer(interval=settings.sweep_interval_s)
+    async def sweep_expired_clicks():
+        """Delete clicks past the attribution window from the local store (the changelog's
+        retention only helps a worker that restores from scratch; a persistent volume keeps
+        everything). Deletes go through store_clicks, where table writes are allowed."""
+        cutoff, n = time.time() - window_s, 0
+        for click_id, record in table.items():
+            if record.get("clicked_at", 0) < cutoff:
+                clicks_by_id.send_soon(key=click_id.encode(), value=b'{"expire":true}')
+                n += 1
+            if n and n % 10_000 == 0:
+                await asyncio.sleep(0)  # let the agents breathe during a long sweep
+        if n:
+            metrics.add("clicks_expired", n)
 
     @app.timer(interval=0.5)
     async def rejoin_late_clicks():

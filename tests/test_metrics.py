@@ -7,6 +7,9 @@ ALL_ZERO = """\
 # HELP ttbridge_batches_total request bodies built by the forwarder
 # TYPE ttbridge_batches_total counter
 ttbridge_batches_total 0
+# HELP ttbridge_clicks_expired_total clicks past the attribution window deleted from the table
+# TYPE ttbridge_clicks_expired_total counter
+ttbridge_clicks_expired_total 0
 # HELP ttbridge_clicks_in_total clicks read (including landing pages recorded as clicks)
 # TYPE ttbridge_clicks_in_total counter
 ttbridge_clicks_in_total 0
@@ -28,7 +31,7 @@ ttbridge_events_sent_total 0
 # HELP ttbridge_events_skipped_total events not sent on purpose, by reason (e.g. unmapped)
 # TYPE ttbridge_events_skipped_total counter
 ttbridge_events_skipped_total 0
-# HELP ttbridge_events_waited_total events that waited for a late click
+# HELP ttbridge_events_waited_total events sent without their click after waiting join_wait
 # TYPE ttbridge_events_waited_total counter
 ttbridge_events_waited_total 0
 # HELP ttbridge_requests_total requests sent to the Events API

@@ -195,3 +195,39 @@ async def test_produced_events_are_all_accounted_for(kafka_bootstrap, fake, stac
         await admin.close()
     assert entries["cleanup.policy"] == "compact,delete"
     assert entries["retention.ms"] == str(7 * 86400 * 1000)
+
+
+async def test_expired_clicks_are_swept_from_the_table(kafka_bootstrap, fake, stack_env, tmp_path):
+    config = tmp_path / "sweep.toml"
+    # A 60 s attribution window, swept every second.
+    config.write_text("[ttbridge]\nattribution_window_days = 0.000694\nsweep_interval_s = 1\n"
+                      "batch_window_s = 0.2\njoin_wait_s = 1\n")
+    env = {**stack_env, "TTBRIDGE_CONFIG": str(config), "TIKTOK_API_URL": fake.base_url,
+           "TIKTOK_ACCESS_TOKEN": TOKEN_A, "TIKTOK_PIXEL_CODE": PIXEL_A}
+    await create_topics(load(env))
+    now = time.time()
+    clicks = [{"click_id": "old-1", "ttclid": "E.C.P.old1", "timestamp": now - 3600},
+              {"click_id": "old-2", "ttclid": "E.C.P.old2", "timestamp": now - 600},
+              {"click_id": "fresh", "ttclid": "E.C.P.fresh", "timestamp": now}]
+    await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_CLICKS"], clicks, key=lambda c: c["click_id"])
+    worker = WorkerProcess(env, tmp_path / "sweep.log")
+    worker.start()
+    try:
+        await worker.wait_ready()
+
+        async def swept():
+            return (await worker.stats()).get("clicks_expired", 0) >= 2
+        await wait_for(swept, 30, "the sweep")
+        await asyncio.sleep(2.5)  # more sweeps: deleted clicks are not swept again, the fresh one stays
+        assert (await worker.stats())["clicks_expired"] == 2
+        # The fresh click still joins.
+        await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_EVENTS"], [
+            {"type": "track", "event": "Signed Up", "messageId": "s-fresh", "timestamp": now,
+             "properties": {"click_id": "fresh"}}])
+
+        async def sent():
+            return len(fake.accepted) == 1
+        await wait_for(sent, 30, "the fresh click's conversion")
+    finally:
+        assert worker.stop() == 0
+    assert fake.accepted[0]["event"]["user"] == {"ttclid": "E.C.P.fresh"}

@@ -27,7 +27,7 @@ from app.routing import Router
 from app.sender import Sender
 from app.settings import Settings
 
-__all__ = ["Forwarder", "Produce"]
+__all__ = ["Forwarder", "Produce", "write_durably", "source_of"]
 
 log = logging.getLogger(__name__)
 
@@ -171,22 +171,25 @@ class Forwarder:
         return pixel, items
 
     async def _durably(self, retries: list, dead: list) -> None:
-        """Write retry and DLQ records and wait until the broker has them all. Keeps trying while
-        Kafka is away: acking before this would lose the events."""
-        if not retries and not dead:
+        writes = [("retry", k, orjson.dumps(v)) for k, v in retries]
+        writes += [("dlq", k or b"tracking-events", orjson.dumps(v)) for k, v in dead]
+        await write_durably(self.produce, writes)
+
+
+async def write_durably(produce: Produce, writes: list[tuple[str, bytes | None, bytes]]) -> None:
+    """Produce (role, key, value) records and wait until the broker has them all. Keeps trying
+    while Kafka is away: acking the source events before this would lose them. A partial
+    failure writes the batch again: duplicates, never gaps (event_ids make them harmless)."""
+    delay = 0.5
+    while writes:
+        try:
+            futures = [await produce(role, key, value) for role, key, value in writes]
+            await asyncio.gather(*futures)
             return
-        delay = 0.5
-        while True:
-            try:
-                futures = [await self.produce("retry", k, orjson.dumps(v)) for k, v in retries]
-                futures += [await self.produce("dlq", k or b"tracking-events", orjson.dumps(v))
-                            for k, v in dead]
-                await asyncio.gather(*futures)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - any broker failure: wait and write again
-                log.warning("could not write %d retry / %d dead-letter records (%s); retrying in "
-                            "%.1f s", len(retries), len(dead), type(e).__name__, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any broker failure: wait and write again
+            log.warning("could not write %d records (%s); retrying in %.1f s", len(writes),
+                        type(e).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)

@@ -15,7 +15,7 @@ import orjson
 from faust.worker import Worker
 
 from app.decode import click_from_landing, decode_click, decode_event
-from app.forwarder import Forwarder, source_of
+from app.forwarder import Forwarder, source_of, write_durably
 from app.mapping import MappingConfig, Refusal, click_id_of, tiktok_names
 from app.metrics import Metrics
 from app.records import dead_letter
@@ -105,33 +105,63 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
                           assigned=lambda: app.consumer.assignment())
     app.ttbridge_forwarder = forwarder
 
-    async def confirm_and_ack(batch, futures) -> None:
-        await asyncio.gather(*futures)
-        for fe in batch:
-            fe.ack()
+    def refused(fe, reason: str, message: str, now: float) -> tuple[str, bytes, bytes]:
+        metrics.add("dead_letters", reason=reason)
+        return "dlq", fe.message.topic.encode(), orjson.dumps(dead_letter(
+            reason, message, "decode", now, source=source_of(fe), original=fe.value))
+
+    async def decode_batches(stream, decode_one) -> None:
+        """Decode each message into writes; ack the batch once every write is durable. A bug
+        in decoding dead-letters that message instead of crashing the agent (agents never raise)."""
+        async for batch in stream.noack_take(settings.batch_max, within=_DECODE_WINDOW_S):
+            now, writes = time.time(), []
+            for fe in batch:
+                try:
+                    writes += decode_one(fe, now)
+                except Refusal as r:
+                    writes.append(refused(fe, r.reason, r.message, now))
+                except Exception as e:  # noqa: BLE001
+                    log.exception("unexpected error decoding a message")
+                    writes.append(refused(fe, "internal_error", f"{type(e).__name__}: {e}", now))
+            await write_durably(produce, writes)
+            for fe in batch:
+                fe.ack()
+
+    def decode_one_click(fe, now: float) -> list:
+        metrics.add("clicks_in")
+        click_id, record = decode_click(fe.value, settings.max_message_bytes)
+        return [("clicks-by-click-id", click_id.encode(), orjson.dumps(record))]
+
+    def decode_one_event(fe, now: float) -> list:
+        metrics.add("events_in")
+        event = decode_event(fe.value, settings.max_message_bytes)
+        mapped = bool(tiktok_names(event, mapping))
+        writes = []
+        landing = click_from_landing(event, mapping)
+        if landing is not None:
+            metrics.add("clicks_in")
+            writes.append(("clicks-by-click-id", landing[0].encode(), orjson.dumps(landing[1])))
+        if not mapped:
+            metrics.add("events_skipped", reason="unmapped")
+            return writes
+        click_id = click_id_of(event, mapping)
+        # The original bytes travel on: no re-serialisation.
+        writes.append(("events-by-click-id", click_id.encode() if click_id else None, fe.value))
+        return writes
 
     @app.agent(clicks, concurrency=1)
     async def index_clicks(stream):
-        async for batch in stream.noack_take(settings.batch_max, within=_DECODE_WINDOW_S):
-            now, futures = time.time(), []
-            for fe in batch:
-                metrics.add("clicks_in")
-                try:
-                    click_id, record = decode_click(fe.value, settings.max_message_bytes)
-                except Refusal as r:
-                    metrics.add("dead_letters", reason=r.reason)
-                    futures.append(await produce("dlq", fe.message.topic.encode(), orjson.dumps(
-                        dead_letter(r.reason, r.message, "decode", now, source=source_of(fe),
-                                    original=fe.value))))
-                    continue
-                futures.append(await produce("clicks-by-click-id", click_id.encode(), orjson.dumps(record)))
-            await confirm_and_ack(batch, futures)
+        await decode_batches(stream, decode_one_click)
 
     @app.agent(clicks_by_id, concurrency=1)
     async def store_clicks(stream):
         # Per event: faust refuses table writes inside a batch loop.
         async for fe in stream.events():
-            click_id, record = fe.key.decode(), orjson.loads(fe.value)
+            try:
+                click_id, record = fe.key.decode(), orjson.loads(fe.value)
+            except (AttributeError, ValueError):  # only we write here; never let junk stop the table
+                log.error("ignoring a malformed record on %s at offset %s", fe.message.topic, fe.message.offset)
+                continue
             old = table.get(click_id)
             if record.get("expire"):
                 # From the sweeper: delete only if still expired (the click may have come again).
@@ -145,32 +175,7 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
 
     @app.agent(events, concurrency=1)
     async def decode_events(stream):
-        async for batch in stream.noack_take(settings.batch_max, within=_DECODE_WINDOW_S):
-            now, futures = time.time(), []
-            for fe in batch:
-                metrics.add("events_in")
-                try:
-                    event = decode_event(fe.value, settings.max_message_bytes)
-                    mapped = bool(tiktok_names(event, mapping))
-                except Refusal as r:
-                    metrics.add("dead_letters", reason=r.reason)
-                    futures.append(await produce("dlq", fe.message.topic.encode(), orjson.dumps(
-                        dead_letter(r.reason, r.message, "decode", now, source=source_of(fe),
-                                    original=fe.value))))
-                    continue
-                landing = click_from_landing(event, mapping)
-                if landing is not None:
-                    metrics.add("clicks_in")
-                    futures.append(await produce("clicks-by-click-id", landing[0].encode(),
-                                                 orjson.dumps(landing[1])))
-                if not mapped:
-                    metrics.add("events_skipped", reason="unmapped")
-                    continue
-                click_id = click_id_of(event, mapping)
-                # The original bytes travel on: no re-serialisation.
-                futures.append(await produce("events-by-click-id",
-                                             click_id.encode() if click_id else None, fe.value))
-            await confirm_and_ack(batch, futures)
+        await decode_batches(stream, decode_one_event)
 
     @app.agent(events_by_id, concurrency=1)
     async def forward(stream):

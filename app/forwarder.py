@@ -31,9 +31,9 @@ __all__ = ["Forwarder", "Produce", "write_durably", "source_of"]
 
 log = logging.getLogger(__name__)
 
-# produce(topic_role, key, value) -> a future resolved when the broker has the record.
 _PENDING = object()
 
+# produce(topic_role, key, value) -> a future resolved when the broker has the record.
 Produce = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
 
 

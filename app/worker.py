@@ -245,6 +245,11 @@ class _BoundedWorker(Worker):
         super().__init__(*args, **kwargs)
         self.shutdown_bound_s = shutdown_bound_s
 
+    def _setup_spinner_handler(self, logger, level) -> None:
+        # faust's start-up spinner sets the root logger to DEBUG at log levels >= WARN, so every
+        # debug call in faust and aiokafka builds a log record on the hot path. No spinner.
+        pass
+
     def _schedule_shutdown(self, signal) -> None:
         if not self._signal_stop_time:
             import os

@@ -194,7 +194,12 @@ def _signal_group(pid: int, sig: int) -> None:
 
 def _cluster_id() -> str:
     import base64
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Kafka's own Uuid.randomUuid redraws ids that start with "-": the StorageTool's argument
+    # parser would read one as an option (about 1 in 64 draws).
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def _server_properties(log_dir: Path, port: int, controller_port: int) -> str:

@@ -90,3 +90,15 @@ def test_missing_java_is_named(monkeypatch, tmp_path):
     monkeypatch.setattr(kafka_local.shutil, "which", lambda tool: None)
     with pytest.raises(kafka_local.BrokerError, match="java is not installed: install Java 17"):
         Broker(tmp_path, free_port()).start()
+
+
+def test_cluster_ids_never_start_with_a_dash(monkeypatch):
+    # A dash-led id reads as an option to Kafka's StorageTool, and formatting fails.
+    import uuid
+
+    from app import kafka_local
+    draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x00" * 16)])
+    monkeypatch.setattr(kafka_local.uuid, "uuid4", lambda: next(draws))
+    assert kafka_local._cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
+    monkeypatch.undo()
+    assert all(not kafka_local._cluster_id().startswith("-") for _ in range(2000))

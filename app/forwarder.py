@@ -11,7 +11,7 @@ import logging
 import time
 import weakref
 from collections import defaultdict
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import orjson
 # faust's RocksDB tables read the partition of the *current event*; inside a noack_take batch there
@@ -20,6 +20,7 @@ import orjson
 # is found only in its event's own partition, as a multi-worker deployment will see it.
 from faust.streams import _current_event
 
+from app.durable import Write, write_durably
 from app.mapping import MappingConfig, Refusal, has_identifier, map_event
 from app.metrics import Metrics
 from app.records import dead_letter, retry_record
@@ -27,14 +28,11 @@ from app.routing import Router
 from app.sender import Sender
 from app.settings import Settings
 
-__all__ = ["Forwarder", "Produce", "write_durably", "source_of"]
+__all__ = ["Forwarder", "source_of"]
 
 log = logging.getLogger(__name__)
 
 _PENDING = object()
-
-# produce(topic_role, key, value) -> a future resolved when the broker has the record.
-Produce = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
 
 
 def source_of(fe) -> dict:
@@ -44,12 +42,12 @@ def source_of(fe) -> dict:
 
 class Forwarder:
     def __init__(self, settings: Settings, mapping: MappingConfig, table, sender: Sender,
-                 produce: Produce, metrics: Metrics, assigned: Callable[[], set] | None = None) -> None:
+                 write: Write, metrics: Metrics, assigned: Callable[[], set] | None = None) -> None:
         self.settings = settings
         self.mapping = mapping
         self.table = table
         self.sender = sender
-        self.produce = produce
+        self.write = write
         self.metrics = metrics
         self.router = Router(settings)
         self.assigned = assigned
@@ -173,23 +171,5 @@ class Forwarder:
     async def _durably(self, retries: list, dead: list) -> None:
         writes = [("retry", k, orjson.dumps(v)) for k, v in retries]
         writes += [("dlq", k or b"tracking-events", orjson.dumps(v)) for k, v in dead]
-        await write_durably(self.produce, writes)
+        await write_durably(self.write, writes)
 
-
-async def write_durably(produce: Produce, writes: list[tuple[str, bytes | None, bytes]]) -> None:
-    """Produce (role, key, value) records and wait until the broker has them all. Keeps trying
-    while Kafka is away: acking the source events before this would lose them. A partial
-    failure writes the batch again: duplicates, never gaps (event_ids make them harmless)."""
-    delay = 0.5
-    while writes:
-        try:
-            futures = [await produce(role, key, value) for role, key, value in writes]
-            await asyncio.gather(*futures)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # noqa: BLE001 - any broker failure: wait and write again
-            log.warning("could not write %d records (%s); retrying in %.1f s", len(writes),
-                        type(e).__name__, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)

@@ -15,7 +15,8 @@ import orjson
 from faust.worker import Worker
 
 from app.decode import click_from_landing, decode_click, decode_event
-from app.forwarder import Forwarder, source_of, write_durably
+from app.durable import BatchWriter, write_durably
+from app.forwarder import Forwarder, source_of
 from app.mapping import MappingConfig, Refusal, click_id_of, tiktok_names
 from app.metrics import Metrics
 from app.records import dead_letter
@@ -85,8 +86,10 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
     # Co-partitioned by click_id: same partition count, same (default) partitioner.
     clicks_by_id = topic("clicks-by-click-id", n)
     events_by_id = topic("events-by-click-id", n)
-    by_role = {"retry": retry, "dlq": dlq, "clicks-by-click-id": clicks_by_id,
-               "events-by-click-id": events_by_id}
+    write = BatchWriter(lambda: app.producer._ensure_producer(),
+                        {"retry": retry.get_topic_name(), "dlq": dlq.get_topic_name(),
+                         "clicks-by-click-id": clicks_by_id.get_topic_name(),
+                         "events-by-click-id": events_by_id.get_topic_name()})
 
     window_s = settings.attribution_window_days * 86400
     window_ms = int(window_s * 1000)
@@ -97,11 +100,8 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
         extra_topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(window_ms)},
     )
 
-    async def produce(role: str, key: bytes | None, value: bytes):
-        return await by_role[role].send(key=key, value=value)
-
     sender = Sender(settings)
-    forwarder = Forwarder(settings, mapping, table, sender, produce, metrics,
+    forwarder = Forwarder(settings, mapping, table, sender, write, metrics,
                           assigned=lambda: app.consumer.assignment())
     app.ttbridge_forwarder = forwarder
 
@@ -123,7 +123,7 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
                 except Exception as e:  # noqa: BLE001
                     log.exception("unexpected error decoding a message")
                     writes.append(refused(fe, "internal_error", f"{type(e).__name__}: {e}", now))
-            await write_durably(produce, writes)
+            await write_durably(write, writes)
             for fe in batch:
                 fe.ack()
 

@@ -23,7 +23,7 @@ from faust.streams import _current_event
 from app.durable import Write, write_durably
 from app.mapping import MappingConfig, Refusal, has_identifier, map_event
 from app.metrics import Metrics
-from app.records import dead_letter, retry_record
+from app.records import dead_letter, encode, retry_record
 from app.routing import Router
 from app.sender import Sender
 from app.settings import Settings
@@ -169,7 +169,7 @@ class Forwarder:
         return pixel, items
 
     async def _durably(self, retries: list, dead: list) -> None:
-        writes = [("retry", k, orjson.dumps(v)) for k, v in retries]
-        writes += [("dlq", k or b"tracking-events", orjson.dumps(v)) for k, v in dead]
+        writes = [("retry", k, value) for k, record in retries for value in encode(record)]
+        writes += [("dlq", k or b"tracking-events", value) for k, record in dead for value in encode(record)]
         await write_durably(self.write, writes)
 

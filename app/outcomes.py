@@ -10,7 +10,7 @@ from enum import Enum
 
 from app.tiktok import Code
 
-__all__ = ["Action", "Verdict", "verdict_for_code", "TRANSPORT"]
+__all__ = ["Action", "Verdict", "verdict_for_code", "TRANSPORT", "TOO_LARGE"]
 
 
 class Action(Enum):
@@ -51,6 +51,9 @@ _BY_CODE: dict[int, Verdict] = {
 }
 
 TRANSPORT = Verdict(Action.RETRY, "transport_error")
+# HTTP 413: the body is over the API's size limit (TikTok does not document it): halve and
+# resend like a 40061; a lone event that is still too large can never be sent.
+TOO_LARGE = Verdict(Action.SPLIT, "payload_too_large")
 
 
 def verdict_for_code(code: int) -> Verdict:

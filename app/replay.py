@@ -120,12 +120,12 @@ async def replay(settings: Settings, flt: Filter, dry_run: bool = False, out=sys
 
 def _target(settings: Settings, record: dict, now: float) -> tuple[str, bytes | None, bytes] | None:
     """(topic, key, value) a dead letter goes back to, or None."""
-    if "request" in record and record.get("pixel_code"):
+    if record.get("request") and record.get("pixel_code"):
         retry = retry_record(record["request"], record["pixel_code"], 1, now,
                              record.get("first_failed_at", now),
                              error_info("replayed", f"replayed from the DLQ after {record.get('reason')}"))
         return settings.topic_retry, record["pixel_code"].encode(), orjson.dumps(retry)
-    if "original" in record and record.get("source"):
+    if "original" in record and record.get("source") and not record.get("original_truncated"):
         import base64
         raw = record["original"]
         value = base64.b64decode(raw) if record.get("original_base64") else raw.encode()

@@ -16,13 +16,14 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from app.durable import BatchWriter, write_durably
 from app.metrics import Metrics
 from app.outcomes import Action
-from app.records import dead_letter_from_retry, retry_record
+from app.records import dead_letter, dead_letter_from_retry, encode, retry_record
 from app.sender import Sender
 from app.settings import Settings
 
-__all__ = ["Retrier", "next_step", "register"]
+__all__ = ["Retrier", "next_step", "parse_retry_record", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,19 @@ def next_step(record: dict, action: Action, now: float, tiers: tuple[float, ...]
     return "dlq", -1
 
 
+def parse_retry_record(raw: bytes | None) -> dict | None:
+    """The record, or None when it is not one we can send (written by hand, or by a bug)."""
+    try:
+        record = orjson.loads(raw)
+        request = record["request"]
+        ok = (isinstance(request, dict) and isinstance(request.get("data"), list) and request["data"]
+              and isinstance(record["pixel_code"], str) and type(record["attempt"]) is int
+              and all(isinstance(record[k], (int, float)) for k in ("not_before", "first_failed_at")))
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return None
+    return record if ok else None
+
+
 class Retrier:
     def __init__(self, settings: Settings, sender: Sender, metrics: Metrics) -> None:
         from app.topics import retry_tier_topic
@@ -62,10 +76,24 @@ class Retrier:
         self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers,
                                           acks="all", linger_ms=5)
         await self._producer.start()
+        topics = [*self.topics, self.settings.topic_dlq]
+        self._write = BatchWriter(lambda: self._producer, {t: t for t in topics})
         try:
-            await asyncio.gather(*(self._run_tier(t) for t in self.topics))
+            await asyncio.gather(*(self._supervise(t) for t in self.topics))
         finally:
             await self._producer.stop()
+
+    async def _supervise(self, topic: str) -> None:
+        """A tier that fails (a failed commit in a rebalance, the broker gone for long) starts
+        again from its committed offsets instead of leaving its records unsent."""
+        while True:
+            try:
+                await self._run_tier(topic)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("retry tier %s failed; restarting it in 5 s", topic)
+                await asyncio.sleep(5)
 
     async def _run_tier(self, topic: str) -> None:
         consumer = AIOKafkaConsumer(
@@ -87,8 +115,8 @@ class Retrier:
                 due = []
                 for tp, messages in batches.items():
                     for msg in messages:
-                        record = orjson.loads(msg.value)
-                        if record["not_before"] > now:
+                        record = parse_retry_record(msg.value)
+                        if record is not None and record["not_before"] > now:
                             # Not due: rewind to it and pause this partition until it is.
                             consumer.seek(tp, msg.offset)
                             consumer.pause(tp)
@@ -105,13 +133,17 @@ class Retrier:
             await consumer.stop()
 
     async def _handle(self, due: list) -> None:
-        now = time.time()
-        outcomes = await asyncio.gather(*(self._resend(record) for _, _, record in due))
-        writes = []
-        for (topic, key, value) in (w for ws in outcomes for w in ws):
-            writes.append(await self._producer.send(topic, value, key=key))
+        outcomes = await asyncio.gather(*(self._resend(record) for _, _, record in due if record))
+        writes = [w for ws in outcomes for w in ws]
+        for tp, msg, record in due:
+            if record is None:
+                self.metrics.add("dead_letters", reason="invalid_retry_record")
+                writes += [(self.settings.topic_dlq, tp.topic.encode(), value) for value in encode(dead_letter(
+                    "invalid_retry_record", "not a retry record (see topics/tiktok-retry.json)", "retry",
+                    time.time(), source={"topic": tp.topic, "partition": tp.partition, "offset": msg.offset},
+                    original=msg.value or b""))]
         # Wait for every write before the caller commits: the records live on in Kafka.
-        await asyncio.gather(*writes)
+        await write_durably(self._write, writes)
 
     async def _resend(self, record: dict) -> list[tuple[str, bytes, bytes]]:
         """Send one retry record; return the writes its outcome needs (next tier or DLQ)."""
@@ -123,8 +155,8 @@ class Retrier:
         pixel = self.settings.pixels.get(pixel_code)
         if pixel is None:
             m.add("dead_letters", reason="unknown_pixel")
-            return [(dlq, key, orjson.dumps(dead_letter_from_retry(
-                record, "unknown_pixel", f"pixel {pixel_code} is no longer configured", now)))]
+            return [(dlq, key, value) for value in encode(dead_letter_from_retry(
+                record, "unknown_pixel", f"pixel {pixel_code} is no longer configured", now))]
         delivery = await self.sender.deliver(pixel, record["request"])
         m.add("events_sent", delivery.accepted)
         m.add("requests", delivery.requests)
@@ -135,21 +167,21 @@ class Retrier:
                 m.add("events_retrying", len(body["data"]))
                 # A token hold does not use up attempts: the events did nothing wrong.
                 attempt = record["attempt"] + (answer.verdict.action is not Action.HOLD)
-                writes.append((self.topics[tier], key, orjson.dumps(retry_record(
+                writes += [(self.topics[tier], key, value) for value in encode(retry_record(
                     body, pixel_code, attempt, now + self.tiers[tier],
-                    record["first_failed_at"], answer.error()))))
+                    record["first_failed_at"], answer.error()))]
             else:
                 reason = "hold_expired" if answer.verdict.action is Action.HOLD else "retries_exhausted"
                 m.add("dead_letters", reason=reason)
                 dead = dead_letter_from_retry({**record, "request": body, "attempt": record["attempt"] + 1},
                                               reason, f"{answer.verdict.reason}: {answer.message}", now,
                                               code=answer.code)
-                writes.append((dlq, key, orjson.dumps(dead)))
+                writes += [(dlq, key, value) for value in encode(dead)]
         for body, answer in delivery.dead:
             m.add("dead_letters", reason=answer.verdict.reason)
             dead = dead_letter_from_retry({**record, "request": body, "attempt": record["attempt"] + 1},
                                           answer.verdict.reason, answer.message, now, code=answer.code)
-            writes.append((dlq, key, orjson.dumps(dead)))
+            writes += [(dlq, key, value) for value in encode(dead)]
         return writes
 
 

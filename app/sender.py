@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
-from app.outcomes import TRANSPORT, Action, Verdict, verdict_for_code
+from app.outcomes import TOO_LARGE, TRANSPORT, Action, Verdict, verdict_for_code
 from app.records import error_info
 from app.settings import Pixel, Settings
 
@@ -185,6 +185,8 @@ def _read_answer(status: int, raw: bytes) -> Answer:
     if status != 200:
         if status == 429:
             return Answer(verdict_for_code(40100), None, status, f"HTTP {status}")
+        if status == 413:
+            return Answer(TOO_LARGE, None, status, f"HTTP {status}: request body too large")
         if 400 <= status < 500 and status != 408:
             # Wrong URL or a proxy refusing us: configuration, not the events. Keep them.
             return Answer(Verdict(Action.HOLD, "http_error"), None, status, f"HTTP {status}")

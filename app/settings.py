@@ -68,6 +68,10 @@ class Routing:
     default: str | None = None
 
 
+# Inputs above this cannot travel whole in a dead-letter record under Kafka's default 1 MiB limit.
+MAX_MESSAGE_BYTES = 512 * 1024
+
+
 @dataclass(frozen=True)
 class Settings:
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -116,6 +120,9 @@ class Settings:
                      "http_connect_timeout_s", "http_total_timeout_s"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name}: expected a number >= 0, got {getattr(self, name)}")
+        if not 1024 <= self.max_message_bytes <= MAX_MESSAGE_BYTES:
+            raise SettingsError(f"max_message_bytes: expected 1024-{MAX_MESSAGE_BYTES} (a dead letter "
+                                f"holding the message must fit in one Kafka record), got {self.max_message_bytes}")
         if not self.retry_tiers_s or any(t < 0 for t in self.retry_tiers_s):
             raise SettingsError("retry_tiers_s: expected a non-empty list of delays >= 0 seconds")
         if self.routing.default and self.routing.default not in self.pixels:

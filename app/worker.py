@@ -19,7 +19,7 @@ from app.durable import BatchWriter, write_durably
 from app.forwarder import Forwarder, source_of
 from app.mapping import MappingConfig, Refusal, click_id_of, tiktok_names
 from app.metrics import Metrics
-from app.records import dead_letter
+from app.records import dead_letter, encode
 from app.retrier import Retrier
 from app.sender import Sender
 from app.settings import Settings, SettingsError
@@ -105,10 +105,10 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
                           assigned=lambda: app.consumer.assignment())
     app.ttbridge_forwarder = forwarder
 
-    def refused(fe, reason: str, message: str, now: float) -> tuple[str, bytes, bytes]:
+    def refused(fe, reason: str, message: str, now: float) -> list[tuple[str, bytes, bytes]]:
         metrics.add("dead_letters", reason=reason)
-        return "dlq", fe.message.topic.encode(), orjson.dumps(dead_letter(
-            reason, message, "decode", now, source=source_of(fe), original=fe.value))
+        return [("dlq", fe.message.topic.encode(), value) for value in encode(dead_letter(
+            reason, message, "decode", now, source=source_of(fe), original=fe.value or b""))]
 
     async def decode_batches(stream, decode_one) -> None:
         """Decode each message into writes; ack the batch once every write is durable. A bug
@@ -119,10 +119,10 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
                 try:
                     writes += decode_one(fe, now)
                 except Refusal as r:
-                    writes.append(refused(fe, r.reason, r.message, now))
+                    writes += refused(fe, r.reason, r.message, now)
                 except Exception as e:  # noqa: BLE001
                     log.exception("unexpected error decoding a message")
-                    writes.append(refused(fe, "internal_error", f"{type(e).__name__}: {e}", now))
+                    writes += refused(fe, "internal_error", f"{type(e).__name__}: {e}", now)
             await write_durably(write, writes)
             for fe in batch:
                 fe.ack()

@@ -2,12 +2,16 @@
 fake Events API with faults injected, and accounts for every event_id at the end (accepted by
 the fake at least once, or in the DLQ with the right reason)."""
 import asyncio
+import base64
 import time
 
+import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from app.fake_tiktok import FakeConfig, FakeTikTok
 from app.kafka_local import free_port
+from app.records import MAX_ORIGINAL_BYTES, MAX_RECORD_BYTES
 from app.settings import load
 from app.stack import WorkerProcess, produce_json
 from app.topics import create_topics
@@ -91,6 +95,64 @@ async def test_server_errors_502_bursts_and_latency_lose_nothing(kafka_bootstrap
     dead = await read_all(kafka_bootstrap, env["TTBRIDGE_TOPIC_DLQ"], 2)
     assert sorted(d["reason"] for d in dead) == ["invalid_event_name", "invalid_json"]
     report("50000s+502 bursts+latency", n + len(poison), fake, len(dead))
+
+
+async def test_huge_inputs_and_oversized_failed_batches_never_stall_a_partition(kafka_bootstrap, unique,
+                                                                               tmp_path, fake):
+    # Kafka refuses records over 1 MiB; one refused write would be retried forever and stall its
+    # partition. A huge input is dead-lettered with what fits of it; a failed body of several MB
+    # (first halved by the API's 413) is split over several retry records.
+    env = make_env(kafka_bootstrap, unique, tmp_path, fake, tiers="[3, 3, 3, 3, 3, 3, 3, 3]", batch_max=1000)
+    worker = await start_worker(env, tmp_path)
+    try:
+        fake.config.fail_share = 1.0
+        n = 1000
+        events = conversions(n, time.time())
+        for e in events:
+            e["properties"]["description"] = "d" * 8000  # ~8 KB per TikTok event
+        too_large = b'{"event": "Order Completed", "pad": "' + b"x" * 900_000 + b'"}'
+        control = b"\x01" * 200_000  # invalid JSON that orjson would escape to 1.2 MB
+        await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_EVENTS"], [too_large, control, *events])
+
+        async def all_failed_once():
+            retried = await read_raw(kafka_bootstrap, env["TTBRIDGE_TOPIC_RETRY"])
+            return sum(len(orjson.loads(raw)["request"]["data"]) for raw in retried) >= n
+        await wait_for(all_failed_once, 60, "every event to be on the first retry tier")
+        fake.config.fail_share = 0.0
+
+        async def done():
+            return len(delivered_ids(fake)) == n
+        await wait_for(done, 90, "every event to be delivered")
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    assert delivered_ids(fake) == {f"e-{i}" for i in range(n)}
+    retried = await read_raw(kafka_bootstrap, env["TTBRIDGE_TOPIC_RETRY"])
+    assert all(len(raw) <= MAX_RECORD_BYTES for raw in retried)
+    assert sum(len(orjson.loads(raw)["request"]["data"]) for raw in retried) == n
+    assert len(retried) >= 9  # 8 MB of events cannot travel in fewer 900 KB records
+    dead = {d["reason"]: d for d in await read_all(kafka_bootstrap, env["TTBRIDGE_TOPIC_DLQ"], 2)}
+    assert set(dead) == {"too_large", "invalid_json"}
+    assert base64.b64decode(dead["too_large"]["original"]) == too_large[:MAX_ORIGINAL_BYTES]
+    assert (dead["too_large"]["original_truncated"], dead["too_large"]["original_bytes"]) == (True, len(too_large))
+    assert base64.b64decode(dead["invalid_json"]["original"]) == control
+    assert dead["invalid_json"]["original_truncated"] is False
+    report("huge inputs+8 MB failed batches", n + 2, fake, len(dead))
+
+
+async def read_raw(bootstrap: str, topic: str) -> list[bytes]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        out, empty_polls = [], 0
+        while empty_polls < 3:
+            batch = await consumer.getmany(timeout_ms=500)
+            got = [m.value for msgs in batch.values() for m in msgs]
+            out += got
+            empty_polls = 0 if got else empty_polls + 1
+    finally:
+        await consumer.stop()
+    return out
 
 
 async def test_expired_tokens_keep_the_data_until_fixed(kafka_bootstrap, unique, tmp_path, fake):

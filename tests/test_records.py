@@ -10,7 +10,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from app.outcomes import TRANSPORT, Action, Verdict
-from app.records import dead_letter, dead_letter_from_retry, error_info, retry_record
+from app.records import (MAX_ORIGINAL_BYTES, MAX_RECORD_BYTES, dead_letter, dead_letter_from_retry, encode,
+                         error_info, retry_record)
 from app.sender import Answer
 
 TOPICS = Path(__file__).resolve().parent.parent / "topics"
@@ -151,3 +152,57 @@ def test_the_dlq_schema_is_not_vacuous():
         "additionalProperties"]
     del record["reason"]
     assert [e.validator for e in DLQ.iter_errors(record)] == ["required"]
+
+
+# ---------------------------------------------------------------- records that must fit in Kafka
+
+def test_a_record_that_fits_is_one_record():
+    record = dead_letter("tiktok_40002", "bad", "send", 1.0, request=REQUEST)
+    assert encode(record) == [orjson.dumps(record)]
+
+
+def test_a_request_too_big_for_one_record_is_split_in_order():
+    item = REQUEST["data"][0]
+    data = [{**item, "event_id": f"e{i}", "properties": {"description": "d" * 1500}} for i in range(1000)]
+    record = retry_record({**REQUEST, "data": data}, PIXEL, 1, 5.0, 1.0, error_info("server_error", "x"))
+    assert len(orjson.dumps(record)) > MAX_RECORD_BYTES
+    pieces = [orjson.loads(raw) for raw in encode(record)]
+    assert [len(p["request"]["data"]) for p in pieces] == [500, 500]
+    assert [d["event_id"] for p in pieces for d in p["request"]["data"]] == [f"e{i}" for i in range(1000)]
+    for piece in pieces:
+        assert {k: v for k, v in piece.items() if k != "request"} == {
+            k: v for k, v in record.items() if k != "request"}
+        assert piece["request"]["test_event_code"] == "TEST123"
+        valid(RETRY, piece)
+    assert all(len(raw) <= MAX_RECORD_BYTES for raw in encode(record))
+
+
+def test_an_original_whose_escaping_would_not_fit_is_kept_as_base64():
+    # 200 KB of control characters: orjson writes each as \u00XX, six bytes.
+    original = b"\x01" * 200_000
+    record = dead_letter("invalid_json", "x", "decode", 1.0, source=SOURCE, original=original)
+    [raw] = encode(record)
+    piece = orjson.loads(raw)
+    assert len(raw) <= MAX_RECORD_BYTES
+    assert base64.b64decode(piece["original"]) == original
+    assert piece["original_base64"] is True and piece["original_truncated"] is False
+    assert piece["original_bytes"] == 200_000
+    valid(DLQ, piece)
+
+
+def test_an_original_over_the_limit_keeps_its_first_bytes():
+    original = b"{" + b"x" * 999_999
+    [raw] = encode(dead_letter("too_large", "x", "decode", 1.0, source=SOURCE, original=original))
+    piece = orjson.loads(raw)
+    assert base64.b64decode(piece["original"]) == original[:MAX_ORIGINAL_BYTES]
+    assert (piece["original_truncated"], piece["original_bytes"]) == (True, 1_000_000)
+    valid(DLQ, piece)
+
+
+def test_one_event_alone_over_the_limit_drops_its_request_but_keeps_the_reason():
+    huge = {**REQUEST, "data": [{**REQUEST["data"][0], "properties": {"description": "d" * 950_000}}]}
+    [raw] = encode(dead_letter("tiktok_40002", "bad", "send", 1.0, request=huge, pixel_code=PIXEL))
+    piece = orjson.loads(raw)
+    assert piece["request"] is None and piece["reason"] == "tiktok_40002"
+    assert piece["message"].startswith("request of ") and piece["message"].endswith("bad")
+    valid(DLQ, piece)

@@ -15,6 +15,7 @@ from app.retrier import MAX_HOLD_S, next_step
 from app.settings import load
 from app.stack import produce_json
 from app.topics import create_topics, retry_tier_topic
+from tests.test_pipeline_e2e import read_all
 
 TIERS = (30.0, 300.0, 1800.0, 7200.0)
 
@@ -58,7 +59,9 @@ async def test_retry_worker_alone_resends_a_due_record(kafka_bootstrap, unique, 
     now = time.time()
     body = {"event_source": "web", "event_source_id": pixel,
             "data": [{"event": "Purchase", "event_time": int(now), "event_id": "retried-1"}]}
-    await produce_json(kafka_bootstrap, f"retry-{unique}", [retry_record(
+    # Junk on the retry topic (written by hand, or by a bug) is dead-lettered, never a crash.
+    junk = [b"not json", b'{"request": null, "pixel_code": "P", "attempt": 1, "not_before": 0, "first_failed_at": 0}']
+    await produce_json(kafka_bootstrap, f"retry-{unique}", [*junk, retry_record(
         body, pixel, 1, now + 0.5, now, error_info("server_error", "Internal error", 50000, 200))], key=pixel)
     proc = subprocess.Popen([sys.executable, "-m", "app", "retry-worker"], env={**os.environ, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -72,6 +75,9 @@ async def test_retry_worker_alone_resends_a_due_record(kafka_bootstrap, unique, 
         out = proc.communicate(timeout=30)[0].decode()
         await fake.stop()
     assert [a["event"]["event_id"] for a in fake.accepted] == ["retried-1"]
+    dead = await read_all(kafka_bootstrap, f"dlq-{unique}", 2)
+    assert [(d["reason"], d["stage"], d["original"], d["source"]["offset"]) for d in dead] == [
+        ("invalid_retry_record", "retry", junk[0].decode(), 0), ("invalid_retry_record", "retry", junk[1].decode(), 1)]
     assert fake.accepted[0]["received_at"] >= now + 0.5  # not before it was due
     assert received - now < 20
     assert token not in out

@@ -221,6 +221,26 @@ async def test_1001_events_are_split_and_all_accepted(fake, sender):
     assert len(fake.accepted) == 1001
 
 
+async def test_a_body_over_the_size_limit_is_halved_until_it_fits():
+    # HTTP 413 (aiohttp's own answer above client_max_size): split like 40061.
+    server = FakeTikTok(FakeConfig(tokens={TOKEN: frozenset({PIXEL})}, max_body_bytes=30_000))
+    base = await server.start("127.0.0.1", 0)
+    s = Sender(load({}, api_url=base))
+    try:
+        items = [event(i, properties={"description": "d" * 900}) for i in range(40)]
+        delivery = await s.deliver(pixel(), body(*items))
+        # 44 KB refused, then 2 x 22 KB accepted
+        assert (delivery.accepted, delivery.requests, delivery.retry, delivery.dead) == (40, 3, [], [])
+        assert sorted(e["event"]["event_id"] for e in server.accepted) == sorted(i["event_id"] for i in items)
+        # One event alone over the limit can never be sent: dead-lettered with the reason.
+        delivery = await s.deliver(pixel(), body(event(99, properties={"description": "d" * 30_000})))
+        [(dead_body, answer)] = delivery.dead
+        assert (answer.verdict.reason, answer.http_status, len(dead_body["data"])) == ("payload_too_large", 413, 1)
+    finally:
+        await s.close()
+        await server.stop()
+
+
 # ---------------------------------------------------------------- permanent refusals: dead
 
 async def test_pixel_not_allowed_is_dead(fake, sender):

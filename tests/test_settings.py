@@ -83,6 +83,8 @@ default = "PIXA"
 @pytest.mark.parametrize("body, message", [
     ("[ttbridge]\nattribution_window_days = 30\n", "attribution_window_days: expected more than 0 and at most 28"),
     ("[ttbridge]\nbatch_max = 1001\n", "batch_max: expected 1-1000"),
+    ("[ttbridge]\nmax_message_bytes = 1048576\n", "max_message_bytes: expected 1024-524288"),
+    ("[ttbridge]\nmax_message_bytes = 100\n", "max_message_bytes: expected 1024-524288"),
     ("[ttbridge]\nbatch_window_s = 'fast'\n", "TTBRIDGE_CONFIG [ttbridge].batch_window_s: expected a number"),
     ("[ttbridge]\nbatch_windw_s = 1\n", "TTBRIDGE_CONFIG [ttbridge].batch_windw_s: unknown setting"),
     ("[pixel]\ncode='x'\n", "TTBRIDGE_CONFIG: unknown table [pixel]"),

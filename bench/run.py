@@ -129,6 +129,7 @@ class Bench:
             "python": platform.python_version(), "phase_s": {}, "cpu_share": {}, "profiles": {},
         }
         self.changelog = f"{APP_ID}-clicks-changelog"
+        self.next_index = opts.n  # conversion indices of the later phases continue from here
         self.producer: AIOKafkaProducer | None = None
         self.counts: TopicCounts | None = None
 
@@ -141,6 +142,7 @@ class Bench:
             await self._ttbridge(load, worker)
             await self._baselines()
             latencies = await self._latency()
+            await self._ttbridge_at_rtt()
             await self._state(worker)
             await self._recovery()
         finally:
@@ -308,11 +310,42 @@ class Bench:
             self.say(f"naive{f' (API answering in {rtt_ms} ms)' if rtt_ms else ''}: {naive['events']:,} "
                      f"events in {naive['seconds']:.1f} s = {naive['eps']:,.0f} events/s")
 
+    async def _ttbridge_at_rtt(self) -> None:
+        """ttbridge again with the fake answering in NAIVE_RTT_MS, like the naive forwarder's
+        second run: the comparison that matters against a distant API."""
+        r = self.result
+        count = max(1000, self.opts.n // 4)
+        load = make_load(count, self.run_id, time.time(), start=self.next_index)
+        self.next_index += count
+        await produce_fast(self.producer, self.settings.topic_clicks, load.clicks)
+        in_table = r["clicks_in_table"] + len(load.clicks)
+        await wait_count(lambda: self.counts.count(self.changelog), in_table, "rtt clicks indexed")
+        r["clicks_in_table"] = in_table + len(load.late_clicks)
+        self.say(f"ttbridge (API answering in {NAIVE_RTT_MS} ms): {count:,} conversions in one burst ...")
+        await self.fake.set_latency(NAIVE_RTT_MS)
+        try:
+            self.fake.drain()
+            base = await self.fake.accepted()
+            t0 = time.time()
+            await produce_fast(self.producer, self.settings.topic_events, load.events)
+            await produce_fast(self.producer, self.settings.topic_clicks, load.late_clicks)
+            arrivals: list[Arrival] = []
+            await self._delivered(base, load.joinable, "ttbridge to deliver at the API's latency", arrivals)
+        finally:
+            await self.fake.set_latency(0)
+        seconds = max(a.received_at for a in arrivals) - t0
+        r["ttbridge_at_rtt"] = {"rtt_ms": NAIVE_RTT_MS, "events": len(arrivals), "seconds": round(seconds, 2),
+                                "eps": round(len(arrivals) / seconds, 1)}
+        r["phase_s"]["ttbridge_at_rtt"] = round(seconds, 2)
+        self.say(f"ttbridge (API answering in {NAIVE_RTT_MS} ms): {len(arrivals):,} events accepted in "
+                 f"{seconds:.1f} s = {r['ttbridge_at_rtt']['eps']:,.0f} events/s")
+
     async def _latency(self) -> list[float]:
         r, opts = self.result, self.opts
         rate = max(20.0, 0.5 * r["ttbridge_eps"])
         count = max(1, int(rate * opts.latency_s))
         start = opts.n  # conversion indices continue after the throughput phase's
+        self.next_index = start + count
         lat_load = make_load(count, self.run_id, time.time(), start=start)
         late_clicks = dict(lat_load.late_clicks)
         await produce_fast(self.producer, self.settings.topic_clicks, lat_load.clicks)

@@ -91,15 +91,19 @@ def test_report_files_hold_the_required_keys(tmp_path):
               "naive_eps": 1500.0, "ttbridge_eps": 3000.0,
               "latency_ms": {"p50": 800.0, "p95": 1200.0, "p99": 1500.0, "max": 1600.0, "count": 3},
               "latency_offered_eps": 1500.0, "rss_mb": 150.4, "recovery_s": 9.24, "quick": True,
-              "clicks_in_table": 50000, "fake": "in-process"}
+              "clicks_in_table": 50000, "fake": "in-process",
+              "naive_at_rtt": {"rtt_ms": 50, "eps": 19.0},
+              "ttbridge_at_rtt": {"rtt_ms": 50, "eps": 2850.0, "events": 2850, "seconds": 1.0}}
     write_json(result, tmp_path / "out" / "r.json")
     written = orjson.loads((tmp_path / "out" / "r.json").read_bytes())
     assert written == result
     assert set(REQUIRED_KEYS) <= set(written)
     text = table(result)
     for expected in ("100,000 events/s", "1,500 events/s", "3,000 events/s", "0.030", "2.0x",
-                     "800 / 1,200 / 1,500 ms", "150 MB", "9.2 s", "1,000 / 2 / in-process"):
-        assert expected in text, expected
+                     "800 / 1,200 / 1,500 ms", "150 MB", "9.2 s", "1,000 / 2 / in-process",
+                     "naive, API answering in 50 ms 19 events/s",
+                     "ttbridge, API answering in 50 ms 2,850 events/s (150x naive at that latency)"):
+        assert expected in " ".join(text.split()), expected
     with pytest.raises(ValueError, match="recovery_s"):
         write_json({k: v for k, v in result.items() if k != "recovery_s"}, tmp_path / "bad.json")
     write_png(result, [800.0, 1200.0, 1500.0], tmp_path / "r.png")

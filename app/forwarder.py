@@ -11,7 +11,7 @@ import logging
 import time
 import weakref
 from collections import defaultdict
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable
 
 import orjson
 # faust's RocksDB tables read the partition of the *current event*; inside a noack_take batch there
@@ -33,8 +33,6 @@ __all__ = ["Forwarder", "source_of"]
 log = logging.getLogger(__name__)
 
 _PENDING = object()
-# Batches delivered at once per worker (each holds up to batch_max unacked events).
-BATCHES_IN_FLIGHT = 4
 
 
 def source_of(fe) -> dict:
@@ -56,58 +54,24 @@ class Forwarder:
         # (faust event, decoded event, first seen at): waiting for a late click. Unacked, so a
         # crash replays them; their offsets hold back commits by at most join_wait.
         self.pending: list[tuple[Any, dict, float]] = []
-        self._lock = asyncio.Lock()  # guards `pending`: handle and recheck run concurrently
-        # Deliveries run in the background so that the stream fills the next batch while this
-        # one is on the wire (faust's take stops filling until its consumer returns). Bounded:
-        # at most this many batches hold unacked events at once.
-        self._in_flight: set[asyncio.Task] = set()
-        self._slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+        self._lock = asyncio.Lock()
 
     async def handle(self, batch: list) -> None:
-        """Join and map the batch now; deliver it in the background. Returns once delivery has
-        started (or, with BATCHES_IN_FLIGHT batches on the wire, once one of them is done)."""
         now = time.time()
-        await self._start(lambda: [(fe, None, fe.message.timestamp or now) for fe in batch], now)
+        async with self._lock:
+            await self._process([(fe, None, fe.message.timestamp or now) for fe in batch], now)
 
     async def recheck(self) -> None:
         """Re-join pending events whose click arrived or whose wait is over."""
         if not self.pending:
             return
-
-        def entries() -> list:
-            taken, self.pending = self.pending, []
+        async with self._lock:
+            entries, self.pending = self.pending, []
             if self.assigned is not None:
                 # A partition moved away in a rebalance: its new owner re-reads these events.
                 mine = self.assigned()
-                taken = [e for e in taken if e[0].message.tp in mine]
-            return taken
-        await self._start(entries, time.time())
-
-    async def drain(self) -> None:
-        """Wait for every delivery in flight (at shutdown, before the HTTP session closes)."""
-        while self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
-
-    async def _start(self, entries: Callable[[], list], now: float) -> None:
-        await self._slots.acquire()
-        try:
-            async with self._lock:
-                delivery = self._process(entries(), now)
-        except BaseException:
-            self._slots.release()
-            raise
-        task = asyncio.get_running_loop().create_task(delivery)
-        self._in_flight.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task) -> None:
-        self._in_flight.discard(task)
-        self._slots.release()
-        if not task.cancelled() and task.exception() is not None:
-            # Its events stay unacked: the partition's commits stop there and the next owner
-            # re-reads them. Loud, because only a restart moves that partition on.
-            log.error("a delivery failed unexpectedly; its events will be re-read after a restart",
-                      exc_info=task.exception())
+                entries = [e for e in entries if e[0].message.tp in mine]
+            await self._process(entries, time.time())
 
     def _lookup(self, fe, click_id: str) -> dict | None:
         token = _current_event.set(weakref.ref(fe))
@@ -116,9 +80,7 @@ class Forwarder:
         finally:
             _current_event.reset(token)
 
-    def _process(self, entries: list, now: float) -> Coroutine[Any, Any, None]:
-        """Join and map `entries` (pending ones go back to `pending`); the delivery of the rest,
-        to be awaited, which acks them once their outcome is durable."""
+    async def _process(self, entries: list, now: float) -> None:
         groups: dict[tuple, list[dict]] = defaultdict(list)
         pixels: dict[tuple, Any] = {}
         dead: list[tuple[bytes | None, dict]] = []
@@ -156,10 +118,6 @@ class Forwarder:
                     body["test_event_code"] = test_code
                 bodies.append((pixels[key], body))
         m.add("batches", len(bodies))
-        return self._deliver(bodies, dead, done, now)
-
-    async def _deliver(self, bodies: list, dead: list, done: list, now: float) -> None:
-        m = self.metrics
         deliveries = await asyncio.gather(*(self.sender.deliver(p, b) for p, b in bodies))
 
         retries = []

@@ -183,7 +183,6 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
             async for batch in stream.noack_take(settings.batch_max, within=settings.batch_window_s):
                 await forwarder.handle(batch)
         finally:
-            await forwarder.drain()
             await sender.close()
 
     if run_retrier:

@@ -231,6 +231,17 @@ class Bench:
         self.say(format_hot_spots(spots, f"  worker profile, {name} ({path})"))
         self.result["profiles"][name] = {"path": str(path), **spots}
 
+    async def _burst(self, load: Load) -> tuple[int, float, float]:
+        """Produce the load's conversions in one burst, then its late clicks: (the fake's accepted
+        count before, when the burst started, when its conversions were all produced)."""
+        self.fake.drain()
+        base = await self.fake.accepted()
+        t0 = time.time()  # the worker is idle and ready: it consumes the first event within ms
+        await produce_fast(self.producer, self.settings.topic_events, load.events)
+        t_produced = time.time()
+        await produce_fast(self.producer, self.settings.topic_clicks, load.late_clicks)
+        return base, t0, t_produced
+
     async def _delivered(self, base: int, expected: int, what: str, arrivals: list[Arrival]) -> None:
         """Wait until the fake has accepted `expected` events more than `base`, collecting them."""
         async def accepted() -> int:
@@ -261,13 +272,8 @@ class Bench:
     async def _ttbridge(self, load: Load, worker: WorkerProcess) -> None:
         r = self.result
         self.say(f"ttbridge: producing {len(load.events):,} conversions in one burst ...")
-        self.fake.drain()
-        base = await self.fake.accepted()
         prof = self._profile(worker.proc.pid, "ttbridge")
-        t0 = time.time()  # the worker is idle and ready: it consumes the first event within ms
-        await produce_fast(self.producer, self.settings.topic_events, load.events)
-        t_produced = time.time()
-        await produce_fast(self.producer, self.settings.topic_clicks, load.late_clicks)
+        base, t0, t_produced = await self._burst(load)
         meter = CpuMeter(self._pids(worker)).start()  # after the burst: the producer is ours
         arrivals: list[Arrival] = []
         await self._delivered(base, load.joinable, "ttbridge to deliver every joinable event", arrivals)
@@ -324,11 +330,7 @@ class Bench:
         self.say(f"ttbridge (API answering in {NAIVE_RTT_MS} ms): {count:,} conversions in one burst ...")
         await self.fake.set_latency(NAIVE_RTT_MS)
         try:
-            self.fake.drain()
-            base = await self.fake.accepted()
-            t0 = time.time()
-            await produce_fast(self.producer, self.settings.topic_events, load.events)
-            await produce_fast(self.producer, self.settings.topic_clicks, load.late_clicks)
+            base, t0, _ = await self._burst(load)
             arrivals: list[Arrival] = []
             await self._delivered(base, load.joinable, "ttbridge to deliver at the API's latency", arrivals)
         finally:
@@ -344,8 +346,8 @@ class Bench:
         r, opts = self.result, self.opts
         rate = max(20.0, 0.5 * r["ttbridge_eps"])
         count = max(1, int(rate * opts.latency_s))
-        start = opts.n  # conversion indices continue after the throughput phase's
-        self.next_index = start + count
+        start = self.next_index
+        self.next_index += count
         lat_load = make_load(count, self.run_id, time.time(), start=start)
         late_clicks = dict(lat_load.late_clicks)
         await produce_fast(self.producer, self.settings.topic_clicks, lat_load.clicks)

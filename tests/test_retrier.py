@@ -69,6 +69,7 @@ async def test_retry_worker_alone_resends_a_due_record(kafka_bootstrap, unique, 
         deadline = time.monotonic() + 60  # a start-up and a group join, on a busy machine too
         while not fake.accepted and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
+        received = time.time()
     finally:
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=30)[0].decode()
@@ -78,4 +79,5 @@ async def test_retry_worker_alone_resends_a_due_record(kafka_bootstrap, unique, 
     assert [(d["reason"], d["stage"], d["original"], d["source"]["offset"]) for d in dead] == [
         ("invalid_retry_record", "retry", junk[0].decode(), 0), ("invalid_retry_record", "retry", junk[1].decode(), 1)]
     assert fake.accepted[0]["received_at"] >= now + 0.5  # not before it was due
+    assert received - now < 45  # sent from the first tier (0.2 s), not held back
     assert token not in out

@@ -17,8 +17,9 @@ __all__ = ["BatchWriter", "Write", "write_durably"]
 
 log = logging.getLogger(__name__)
 
-# (topic role, key, value); a None key spreads over the partitions.
-Record = tuple[str, bytes | None, bytes]
+# (topic role, key, value) or (topic role, key, value, partition, headers): a None key without
+# a partition spreads over the partitions; app.bundles names the partition of each bundle.
+Record = tuple
 # write(records): returns once the broker has them all, raises if it has not.
 Write = Callable[[list[Record]], Awaitable[None]]
 
@@ -36,21 +37,24 @@ class BatchWriter:
     async def __call__(self, records: list[Record]) -> None:
         producer = self._producer()
         partitions: dict[str, list[int]] = {}
-        by_tp: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = defaultdict(list)
-        for role, key, value in records:
+        by_tp: dict[tuple[str, int], list[tuple]] = defaultdict(list)
+        for role, key, value, *where in records:
             topic = self._topics[role]
-            all_partitions = partitions.get(topic)
-            if all_partitions is None:
-                all_partitions = partitions[topic] = sorted(await producer.partitions_for(topic))
-            by_tp[topic, self._partition(key, all_partitions, all_partitions)].append((key, value))
+            partition, headers = where if where else (None, [])  # aiokafka wants a list
+            if partition is None:
+                all_partitions = partitions.get(topic)
+                if all_partitions is None:
+                    all_partitions = partitions[topic] = sorted(await producer.partitions_for(topic))
+                partition = self._partition(key, all_partitions, all_partitions)
+            by_tp[topic, partition].append((key, value, headers))
         acks = []
         for (topic, partition), items in by_tp.items():
             batch = producer.create_batch()
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full
+            for key, value, headers in items:
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full
                     acks.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)  # the first always fits
+                    batch.append(key=key, value=value, timestamp=None, headers=headers)  # the first always fits
             acks.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*acks)
 

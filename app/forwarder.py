@@ -3,6 +3,8 @@ outcome durable before anything is acked.
 
 Every event handed to `handle` ends up in exactly one place: accepted by TikTok, on the retry
 topic, on the dead-letter topic, counted as skipped, or pending (waiting for its click, unacked).
+A record of events-by-click-id is a bundle of events (app.bundles): it is acked once every event
+in it has its durable outcome.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import orjson
 # is found only in its event's own partition, as a multi-worker deployment will see it.
 from faust.streams import _current_event
 
+from app.bundles import unbundle_events
 from app.durable import Write, write_durably
 from app.mapping import MappingConfig, Refusal, has_identifier, map_event
 from app.metrics import Metrics
@@ -40,6 +43,20 @@ def source_of(fe) -> dict:
     return {"topic": m.topic, "partition": m.partition, "offset": m.offset}
 
 
+class _Bundle:
+    """One events-by-click-id record and how many of its events still lack a durable outcome."""
+
+    __slots__ = ("fe", "open")
+
+    def __init__(self, fe, n: int) -> None:
+        self.fe, self.open = fe, n
+
+    def settle(self) -> None:
+        self.open -= 1
+        if self.open == 0:
+            self.fe.ack()
+
+
 class Forwarder:
     def __init__(self, settings: Settings, mapping: MappingConfig, table, sender: Sender,
                  write: Write, metrics: Metrics, assigned: Callable[[], set] | None = None) -> None:
@@ -51,15 +68,34 @@ class Forwarder:
         self.metrics = metrics
         self.router = Router(settings)
         self.assigned = assigned
-        # (faust event, decoded event, first seen at): waiting for a late click. Unacked, so a
-        # crash replays them; their offsets hold back commits by at most join_wait.
-        self.pending: list[tuple[Any, dict, float]] = []
+        # (bundle, entry): waiting for a late click. Unacked, so a crash replays them; their
+        # offsets hold back commits by at most join_wait.
+        self.pending: list[tuple[_Bundle, dict]] = []
         self._lock = asyncio.Lock()
 
     async def handle(self, batch: list) -> None:
         now = time.time()
+        entries, broken = [], []
+        for fe in batch:
+            try:
+                events = unbundle_events(fe.key, fe.value, fe.headers, fe.message.timestamp or now,
+                                         source_of(fe))
+            except Exception as e:  # noqa: BLE001 - only we write here; junk must not stop the stream
+                log.error("dead-lettering a malformed record on %s at offset %s", fe.message.topic,
+                          fe.message.offset)
+                broken.append((fe, dead_letter("internal_error", f"{type(e).__name__}: {e}", "map",
+                                               now, source=source_of(fe), original=fe.value)))
+                continue
+            bundle = _Bundle(fe, len(events))
+            entries += [(bundle, entry) for entry in events]
+            if not events:
+                fe.ack()
         async with self._lock:
-            await self._process([(fe, None, fe.message.timestamp or now) for fe in batch], now)
+            if broken:
+                await self._durably([], [(None, record) for _, record in broken])
+                for fe, _ in broken:
+                    fe.ack()
+            await self._process(entries, now)
 
     async def recheck(self) -> None:
         """Re-join pending events whose click arrived or whose wait is over."""
@@ -70,7 +106,7 @@ class Forwarder:
             if self.assigned is not None:
                 # A partition moved away in a rebalance: its new owner re-reads these events.
                 mine = self.assigned()
-                entries = [e for e in entries if e[0].message.tp in mine]
+                entries = [e for e in entries if e[0].fe.message.tp in mine]
             await self._process(entries, time.time())
 
     def _lookup(self, fe, click_id: str) -> dict | None:
@@ -86,20 +122,17 @@ class Forwarder:
         dead: list[tuple[bytes | None, dict]] = []
         done: list = []
         m = self.metrics
-        for fe, event, first_seen in entries:
+        for bundle, entry in entries:
             try:
-                if event is None:
-                    # Validated by the decode stage; the bytes crossed a topic, so parse again.
-                    event = orjson.loads(fe.value)
-                outcome = self._prepare(fe, event, first_seen, now)
+                outcome = self._prepare(bundle.fe, entry, now)
             except Exception as e:  # noqa: BLE001 - a bug must not stop the stream or lose the event
                 log.exception("unexpected error preparing an event")
                 outcome = dead_letter("internal_error", f"{type(e).__name__}: {e}", "map", now,
-                                      source=source_of(fe), original=fe.value)
+                                      source=entry.get("source"), original=_original(entry))
             if outcome is _PENDING:
-                self.pending.append((fe, event, first_seen))
+                self.pending.append((bundle, entry))
                 continue
-            done.append(fe)
+            done.append(bundle)
             if isinstance(outcome, dict):
                 dead.append((None, outcome))
             elif outcome is not None:
@@ -136,15 +169,15 @@ class Forwarder:
         for _, record in dead:
             m.add("dead_letters", reason=record["reason"])
         await self._durably(retries, dead)
-        for fe in done:
-            fe.ack()
+        for bundle in done:
+            bundle.settle()
 
-    def _prepare(self, fe, event: dict, first_seen: float, now: float):
+    def _prepare(self, fe, entry: dict, now: float):
         """One event's fate: _PENDING, a dead-letter record, None (skipped), or (pixel, items)."""
         m = self.metrics
-        click_id = fe.key.decode() if fe.key else None
+        event, click_id = entry["event"], entry["click_id"]
         click = self._lookup(fe, click_id) if click_id else None
-        if click is None and click_id and now - first_seen < self.settings.join_wait_s:
+        if click is None and click_id and now - entry["at"] < self.settings.join_wait_s:
             return _PENDING
         if click is not None:
             m.add("events_joined")
@@ -153,7 +186,8 @@ class Forwarder:
         try:
             items = map_event(event, click, self.mapping, now)
         except Refusal as r:
-            return dead_letter(r.reason, r.message, "map", now, source=source_of(fe), original=fe.value)
+            return dead_letter(r.reason, r.message, "map", now, source=entry["source"],
+                               original=_original(entry))
         if not items:
             m.add("events_skipped", reason="unmapped")
             return None
@@ -161,11 +195,11 @@ class Forwarder:
             never = f" (click {click_id!r} never arrived)" if click_id and click is None else ""
             return dead_letter("no_identifier", "no ttclid, ttp, email, phone, external_id, or IP "
                                f"with user agent: TikTok cannot attribute it{never}", "join", now,
-                               source=source_of(fe), original=fe.value)
+                               source=entry["source"], original=_original(entry))
         pixel = self.router.pixel_for(event)
         if pixel is None:
             return dead_letter("no_route", "no pixel matches this event and no default pixel is "
-                               "configured", "map", now, source=source_of(fe), original=fe.value)
+                               "configured", "map", now, source=entry["source"], original=_original(entry))
         return pixel, items
 
     async def _durably(self, retries: list, dead: list) -> None:
@@ -173,3 +207,11 @@ class Forwarder:
         writes += [("dlq", k or b"tracking-events", value) for k, record in dead for value in encode(record)]
         await write_durably(self.write, writes)
 
+
+
+def _original(entry: dict) -> bytes | None:
+    """The event as received, for its dead letter (orjson keeps the key order)."""
+    try:
+        return orjson.dumps(entry["event"])
+    except (KeyError, TypeError):
+        return None

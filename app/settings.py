@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = ["Secret", "Pixel", "Routing", "Settings", "SettingsError", "load"]

@@ -11,9 +11,9 @@ import sys
 import time
 
 import faust
-import orjson
 from faust.worker import Worker
 
+from app.bundles import Bundler, unbundle_clicks
 from app.decode import click_from_landing, decode_click, decode_event
 from app.durable import BatchWriter, write_durably
 from app.forwarder import Forwarder, source_of
@@ -57,13 +57,13 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
     specs = load_specs(settings)
     mapping = mapping_config(settings)
     metrics = Metrics()
-    n = settings.partitions
+    n_partitions = settings.partitions
     app = faust.App(
         settings.app_id,
         broker=settings.broker_urls,
         store="rocksdb://",
         datadir=settings.data_dir,
-        topic_partitions=n,
+        topic_partitions=n_partitions,
         web_port=settings.web_port,
         web_bind="0.0.0.0",
         consumer_auto_offset_reset="earliest",
@@ -88,8 +88,8 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
     retry = topic("tiktok-retry")
     dlq = topic("tiktok-dlq")
     # Co-partitioned by click_id: same partition count, same (default) partitioner.
-    clicks_by_id = topic("clicks-by-click-id", n)
-    events_by_id = topic("events-by-click-id", n)
+    clicks_by_id = topic("clicks-by-click-id", n_partitions)
+    events_by_id = topic("events-by-click-id", n_partitions)
     write = BatchWriter(lambda: app.producer._ensure_producer(),
                         {"retry": retry.get_topic_name(), "dlq": dlq.get_topic_name(),
                          "clicks-by-click-id": clicks_by_id.get_topic_name(),
@@ -98,7 +98,7 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
     window_s = settings.attribution_window_days * 86400
     window_ms = int(window_s * 1000)
     table = app.Table(
-        "clicks", default=None, partitions=n,  # JSON: str click_id -> dict record
+        "clicks", default=None, partitions=n_partitions,  # JSON: str click_id -> dict record
         # Clicks past the attribution window are useless: the changelog forgets them, so a
         # recovering worker restores only live clicks (lookups check the age as well).
         extra_topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(window_ms)},
@@ -116,43 +116,41 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
             reason, message, "decode", now, source=source_of(fe), original=fe.value or b""))]
 
     async def decode_batches(stream, decode_one) -> None:
-        """Decode each message into writes; ack the batch once every write is durable. A bug
-        in decoding dead-letters that message instead of crashing the agent (agents never raise)."""
+        """Decode each message into the batch's bundles (app.bundles) and dead letters; ack the
+        batch once every write is durable. A bug in decoding dead-letters that message instead
+        of crashing the agent (agents never raise)."""
         async for batch in stream.noack_take(settings.batch_max, within=_DECODE_WINDOW_S):
-            now, writes = time.time(), []
+            now, writes, bundler = time.time(), [], Bundler(n_partitions)
             for fe in batch:
                 try:
-                    writes += decode_one(fe, now)
+                    decode_one(fe, now, bundler)
                 except Refusal as r:
                     writes += refused(fe, r.reason, r.message, now)
                 except Exception as e:  # noqa: BLE001
                     log.exception("unexpected error decoding a message")
                     writes += refused(fe, "internal_error", f"{type(e).__name__}: {e}", now)
-            await write_durably(write, writes)
+            await write_durably(write, bundler.records() + writes)
             for fe in batch:
                 fe.ack()
 
-    def decode_one_click(fe, now: float) -> list:
+    def decode_one_click(fe, now: float, bundler: Bundler) -> None:
         metrics.add("clicks_in")
-        click_id, record = decode_click(fe.value, settings.max_message_bytes)
-        return [("clicks-by-click-id", click_id.encode(), orjson.dumps(record))]
+        bundler.add_click(*decode_click(fe.value, settings.max_message_bytes))
 
-    def decode_one_event(fe, now: float) -> list:
+    def decode_one_event(fe, now: float, bundler: Bundler) -> None:
         metrics.add("events_in")
         event = decode_event(fe.value, settings.max_message_bytes)
         mapped = bool(tiktok_names(event, mapping))
-        writes = []
         landing = click_from_landing(event, mapping)
         if landing is not None:
             metrics.add("clicks_in")
-            writes.append(("clicks-by-click-id", landing[0].encode(), orjson.dumps(landing[1])))
+            bundler.add_click(*landing)
         if not mapped:
             metrics.add("events_skipped", reason="unmapped")
-            return writes
-        click_id = click_id_of(event, mapping)
+            return
         # The original bytes travel on: no re-serialisation.
-        writes.append(("events-by-click-id", click_id.encode() if click_id else None, fe.value))
-        return writes
+        bundler.add_event(click_id_of(event, mapping), fe.value, fe.message.timestamp or now,
+                          source_of(fe))
 
     @app.agent(clicks, concurrency=1)
     async def index_clicks(stream):
@@ -163,20 +161,24 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
         # Per event: faust refuses table writes inside a batch loop.
         async for fe in stream.events():
             try:
-                click_id, record = fe.key.decode(), orjson.loads(fe.value)
-            except (AttributeError, ValueError):  # only we write here; never let junk stop the table
+                pairs = unbundle_clicks(fe.key, fe.value, fe.headers)
+                for click_id, record in pairs:
+                    store_click(click_id, record)
+            except (AttributeError, TypeError, ValueError, KeyError):
+                # Only we write here; never let junk stop the table.
                 log.error("ignoring a malformed record on %s at offset %s", fe.message.topic, fe.message.offset)
-                continue
-            old = table.get(click_id)
-            if record.get("expire"):
-                # From the sweeper: delete only if still expired (the click may have come again).
-                if old is not None and old.get("clicked_at", 0) < time.time() - window_s:
-                    del table[click_id]
-                continue
-            if old is not None:
-                # A second record of the same click (e.g. its landing page) adds, never erases.
-                record = {**old, **{k: v for k, v in record.items() if v}}
-            table[click_id] = record
+
+    def store_click(click_id: str, record: dict) -> None:
+        old = table.get(click_id)
+        if record.get("expire"):
+            # From the sweeper: delete only if still expired (the click may have come again).
+            if old is not None and old.get("clicked_at", 0) < time.time() - window_s:
+                del table[click_id]
+            return
+        if old is not None:
+            # A second record of the same click (e.g. its landing page) adds, never erases.
+            record = {**old, **{k: v for k, v in record.items() if v}}
+        table[click_id] = record
 
     @app.agent(events, concurrency=1)
     async def decode_events(stream):
@@ -202,13 +204,14 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
         """Delete clicks past the attribution window from the local store (the changelog's
         retention only helps a worker that restores from scratch; a persistent volume keeps
         everything). Deletes go through store_clicks, where table writes are allowed."""
-        cutoff, n = time.time() - window_s, 0
-        for click_id, record in table.items():
+        cutoff, n, bundler = time.time() - window_s, 0, Bundler(n_partitions)
+        for i, (click_id, record) in enumerate(table.items(), 1):
             if record.get("clicked_at", 0) < cutoff:
-                clicks_by_id.send_soon(key=click_id.encode(), value=b'{"expire":true}')
+                bundler.add_click(click_id, {"expire": True})
                 n += 1
-            if n and n % 10_000 == 0:
-                await asyncio.sleep(0)  # let the agents breathe during a long sweep
+            if i % 10_000 == 0:
+                await write_durably(write, bundler.records())  # and let the agents breathe
+        await write_durably(write, bundler.records())
         if n:
             metrics.add("clicks_expired", n)
 

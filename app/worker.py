@@ -1,7 +1,7 @@
 """The faust app: topics, the clicks table, the agents, the web endpoints, and `ttbridge worker`.
 
-Reads top-down: topics → table → agents (clicks in, clicks stored, events decoded, events
-forwarded) → timers → web pages → command.
+Reads top-down: topics → table → the intake (clicks and events in, app/intake.py) → agents
+(clicks stored, events forwarded) → timers → web pages → command.
 """
 from __future__ import annotations
 
@@ -14,12 +14,11 @@ import faust
 from faust.worker import Worker
 
 from app.bundles import Bundler, unbundle_clicks
-from app.decode import click_from_landing, decode_click, decode_event
 from app.durable import BatchWriter, write_durably
-from app.forwarder import Forwarder, source_of
-from app.mapping import MappingConfig, Refusal, click_id_of, tiktok_names
+from app.forwarder import Forwarder
+from app.intake import Intake
+from app.mapping import MappingConfig
 from app.metrics import Metrics
-from app.records import dead_letter, encode
 from app.retrier import Retrier
 from app.sender import Sender
 from app.settings import Settings, SettingsError
@@ -29,11 +28,12 @@ __all__ = ["build_app", "mapping_config", "register"]
 log = logging.getLogger(__name__)
 
 _RAW = {"key_serializer": "raw", "value_serializer": "raw"}
-# The decode stages batch briefly too: one confirmation wait per batch, not per message.
-_DECODE_WINDOW_S = 0.05
 # One RocksDB per table partition. faust's defaults (3 × 64 MB memtables and a 2 GB block cache,
 # each per partition) let a worker's RSS grow with the table; a click is ~0.5 KB and is read
 # once or twice, so small memtables and caches cost nothing in speed.
+# The forwarder takes up to this many bundles (each at most batch_max events, one intake poll's
+# worth for one partition) per round: it bounds the events held in memory and in flight at once.
+_BUNDLES_PER_ROUND = 32
 _ROCKSDB = {"write_buffer_size": 8 << 20, "max_write_buffer_number": 2, "block_cache_size": 16 << 20}
 
 
@@ -83,8 +83,6 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
         spec = specs[role]
         return app.topic(spec.name, partitions=partitions or spec.partitions, **_RAW)
 
-    clicks = topic("clicks")
-    events = topic("tracking-events")
     retry = topic("tiktok-retry")
     dlq = topic("tiktok-dlq")
     # Co-partitioned by click_id: same partition count, same (default) partitioner.
@@ -110,52 +108,6 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
                           assigned=lambda: app.consumer.assignment())
     app.ttbridge_forwarder = forwarder
 
-    def refused(fe, reason: str, message: str, now: float) -> list[tuple[str, bytes, bytes]]:
-        metrics.add("dead_letters", reason=reason)
-        return [("dlq", fe.message.topic.encode(), value) for value in encode(dead_letter(
-            reason, message, "decode", now, source=source_of(fe), original=fe.value or b""))]
-
-    async def decode_batches(stream, decode_one) -> None:
-        """Decode each message into the batch's bundles (app.bundles) and dead letters; ack the
-        batch once every write is durable. A bug in decoding dead-letters that message instead
-        of crashing the agent (agents never raise)."""
-        async for batch in stream.noack_take(settings.batch_max, within=_DECODE_WINDOW_S):
-            now, writes, bundler = time.time(), [], Bundler(n_partitions)
-            for fe in batch:
-                try:
-                    decode_one(fe, now, bundler)
-                except Refusal as r:
-                    writes += refused(fe, r.reason, r.message, now)
-                except Exception as e:  # noqa: BLE001
-                    log.exception("unexpected error decoding a message")
-                    writes += refused(fe, "internal_error", f"{type(e).__name__}: {e}", now)
-            await write_durably(write, bundler.records() + writes)
-            for fe in batch:
-                fe.ack()
-
-    def decode_one_click(fe, now: float, bundler: Bundler) -> None:
-        metrics.add("clicks_in")
-        bundler.add_click(*decode_click(fe.value, settings.max_message_bytes))
-
-    def decode_one_event(fe, now: float, bundler: Bundler) -> None:
-        metrics.add("events_in")
-        event = decode_event(fe.value, settings.max_message_bytes)
-        mapped = bool(tiktok_names(event, mapping))
-        landing = click_from_landing(event, mapping)
-        if landing is not None:
-            metrics.add("clicks_in")
-            bundler.add_click(*landing)
-        if not mapped:
-            metrics.add("events_skipped", reason="unmapped")
-            return
-        # The original bytes travel on: no re-serialisation.
-        bundler.add_event(click_id_of(event, mapping), fe.value, fe.message.timestamp or now,
-                          source_of(fe))
-
-    @app.agent(clicks, concurrency=1)
-    async def index_clicks(stream):
-        await decode_batches(stream, decode_one_click)
-
     @app.agent(clicks_by_id, concurrency=1)
     async def store_clicks(stream):
         # Per event: faust refuses table writes inside a batch loop.
@@ -180,17 +132,18 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
             record = {**old, **{k: v for k, v in record.items() if v}}
         table[click_id] = record
 
-    @app.agent(events, concurrency=1)
-    async def decode_events(stream):
-        await decode_batches(stream, decode_one_event)
-
     @app.agent(events_by_id, concurrency=1)
     async def forward(stream):
         try:
-            async for batch in stream.noack_take(settings.batch_max, within=settings.batch_window_s):
+            async for batch in stream.noack_take(_BUNDLES_PER_ROUND, within=settings.batch_window_s):
                 await forwarder.handle(batch)
         finally:
             await sender.close()
+
+    @app.task
+    async def intake():
+        # Stateless, so a plain batched consumer of its own (app/intake.py), not a faust agent.
+        await Intake(settings, mapping, write, metrics).run()
 
     if run_retrier:
         @app.task

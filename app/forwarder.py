@@ -110,11 +110,15 @@ class Forwarder:
             await self._process(entries, time.time())
 
     def _lookup(self, fe, click_id: str) -> dict | None:
+        # One read of the event's own partition: faust's `table.get` reads twice (`in`, then
+        # `[]`), through layers that cost more than the read (profile in bench/README.md).
+        store = self.table.data
         token = _current_event.set(weakref.ref(fe))
         try:
-            return self.table.get(click_id)
+            raw = store._get(store._encode_key(click_id))
         finally:
             _current_event.reset(token)
+        return None if raw is None else store._decode_value(raw)
 
     async def _process(self, entries: list, now: float) -> None:
         groups: dict[tuple, list[dict]] = defaultdict(list)

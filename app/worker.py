@@ -119,6 +119,10 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
             except (AttributeError, TypeError, ValueError, KeyError):
                 # Only we write here; never let junk stop the table.
                 log.error("ignoring a malformed record on %s at offset %s", fe.message.topic, fe.message.offset)
+            # Each table write queues a changelog record in faust's producer buffer, which faust
+            # drains by at most 100 per message it delivers: with a bundle of hundreds of clicks
+            # per message the buffer (and the worker's memory) would grow without bound.
+            await app.producer.buffer.flush()
 
     def store_click(click_id: str, record: dict) -> None:
         old = table.get(click_id)

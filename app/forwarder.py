@@ -71,6 +71,8 @@ class Forwarder:
         # (bundle, entry): waiting for a late click. Unacked, so a crash replays them; their
         # offsets hold back commits by at most join_wait.
         self.pending: list[tuple[_Bundle, dict]] = []
+        self._waiting_for: set[str] = set()  # the click IDs of `pending`
+        self._arrived = asyncio.Event()      # one of them was stored: re-join now
         self._lock = asyncio.Lock()
 
     async def handle(self, batch: list) -> None:
@@ -97,12 +99,28 @@ class Forwarder:
                     fe.ack()
             await self._process(entries, now)
 
+    def clicks_stored(self, click_ids) -> None:
+        """Called by the click store: a pending event's click is here, so re-join without
+        waiting for the next tick (a late conversion's latency is its click's, not a timer's)."""
+        if self._waiting_for and not self._arrived.is_set() and not self._waiting_for.isdisjoint(click_ids):
+            self._arrived.set()
+
+    async def next_recheck(self, interval: float) -> None:
+        """Wait until a pending event's click was stored, or at most `interval` (for the events
+        whose wait is over)."""
+        try:
+            await asyncio.wait_for(self._arrived.wait(), interval)
+        except asyncio.TimeoutError:
+            pass
+        self._arrived.clear()
+
     async def recheck(self) -> None:
         """Re-join pending events whose click arrived or whose wait is over."""
         if not self.pending:
             return
         async with self._lock:
             entries, self.pending = self.pending, []
+            self._waiting_for = set()
             if self.assigned is not None:
                 # A partition moved away in a rebalance: its new owner re-reads these events.
                 mine = self.assigned()
@@ -135,6 +153,7 @@ class Forwarder:
                                       source=entry.get("source"), original=_original(entry))
             if outcome is _PENDING:
                 self.pending.append((bundle, entry))
+                self._waiting_for.add(entry["click_id"])
                 continue
             done.append(bundle)
             if isinstance(outcome, dict):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
@@ -67,9 +67,10 @@ class Intake:
             session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
             max_partition_fetch_bytes=2 * s.max_message_bytes)
+        await _seed_from_faust_group(s, self.group, self.topics)
         await consumer.start()
         try:
-            consumer.subscribe(self.topics, listener=_StartWhereFaustLeft(consumer, s))
+            consumer.subscribe(self.topics)
             while True:
                 batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=s.batch_max)
                 if not batches:
@@ -132,38 +133,36 @@ def _source(msg) -> dict:
     return {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
 
 
-class _StartWhereFaustLeft(ConsumerRebalanceListener):
-    """A partition without an offset in the intake group starts at the faust group's offset
-    (where a worker before the intake left it), else where auto_offset_reset says."""
-
-    def __init__(self, consumer: AIOKafkaConsumer, settings: Settings) -> None:
-        self.consumer = consumer
-        self.settings = settings
-        self.legacy: dict[TopicPartition, int] | None = None
-
-    async def on_partitions_revoked(self, revoked) -> None:
-        pass
-
-    async def on_partitions_assigned(self, assigned) -> None:
-        fresh = [tp for tp in assigned if await self.consumer.committed(tp) is None]
-        if not fresh:
-            return
-        if self.legacy is None:
-            self.legacy = await _group_offsets(self.settings, self.settings.app_id)
-        for tp in fresh:
-            if tp in self.legacy:
-                self.consumer.seek(tp, self.legacy[tp])
-
-
-async def _group_offsets(settings: Settings, group: str) -> dict[TopicPartition, int]:
+async def _seed_from_faust_group(settings: Settings, group: str, topics: tuple[str, ...]) -> None:
+    """Give `group` the faust group's offsets for the partitions it has none for (the first
+    start after the upgrade). Done before joining: aiokafka starts fetching a new assignment
+    before a rebalance listener could seek, so seeking there would race the reset to earliest."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     try:
         await admin.start()
-        offsets = await admin.list_consumer_group_offsets(group)
+        ours = await admin.list_consumer_group_offsets(group)
+        theirs = await admin.list_consumer_group_offsets(settings.app_id)
     except KafkaError as e:
-        log.warning("could not read group %s's offsets (%s): new partitions start per "
-                    "auto_offset_reset", group, type(e).__name__)
-        return {}
+        log.warning("could not read the consumer groups' offsets (%s); partitions new to %s start "
+                    "at the earliest offset", type(e).__name__, group)
+        return
     finally:
         await admin.close()
-    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+    seed = {tp: OffsetAndMetadata(meta.offset, "") for tp, meta in theirs.items()
+            if tp.topic in topics and meta.offset >= 0 and ours.get(tp, _NONE).offset < 0}
+    if not seed:
+        return
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(seed))
+        await consumer.commit(seed)
+        log.warning("%s starts where %s left %d partitions", group, settings.app_id, len(seed))
+    except KafkaError as e:  # another worker's intake is already running: it has offsets
+        log.warning("could not seed %s's offsets (%s)", group, type(e).__name__)
+    finally:
+        await consumer.stop()
+
+
+_NONE = OffsetAndMetadata(-1, "")

@@ -34,6 +34,9 @@ _RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 # The forwarder takes up to this many bundles (each at most batch_max events, one intake poll's
 # worth for one partition) per round: it bounds the events held in memory and in flight at once.
 _BUNDLES_PER_ROUND = 32
+# Pending conversions are re-joined as soon as their click is stored, and at least this often
+# (for those whose join_wait is over).
+_RECHECK_S = 0.5
 _ROCKSDB = {"write_buffer_size": 8 << 20, "max_write_buffer_number": 2, "block_cache_size": 16 << 20}
 
 
@@ -72,12 +75,19 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
         # mid-batch, or pending a late click): unacked means not durable, and the next owner of
         # the partition re-reads them. Waiting would only run into the shutdown bound.
         stream_wait_empty=False,
+        # Messages a stream buffers ahead, per partition. A message here is a bundle of up to
+        # batch_max events or clicks (app/bundles.py): faust's default of 4096 would let a
+        # catching-up worker hold gigabytes.
+        stream_buffer_maxsize=_BUNDLES_PER_ROUND * 2,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),  # a new group must not skip what is already there
         autodiscover=False,
         key_serializer="raw",
         value_serializer="raw",
     )
     app.ttbridge_metrics = metrics
+    # faust warns ("producer buffer full") above 100 queued changelog records; one bundle of
+    # clicks queues up to batch_max of them, and store_clicks drains them after each bundle.
+    app.producer.buffer.max_messages = settings.batch_max + 100
 
     def topic(role: str, partitions: int | None = None):
         spec = specs[role]
@@ -116,6 +126,7 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
                 pairs = unbundle_clicks(fe.key, fe.value, fe.headers)
                 for click_id, record in pairs:
                     store_click(click_id, record)
+                forwarder.clicks_stored(click_id for click_id, _ in pairs)
             except (AttributeError, TypeError, ValueError, KeyError):
                 # Only we write here; never let junk stop the table.
                 log.error("ignoring a malformed record on %s at offset %s", fe.message.topic, fe.message.offset)
@@ -172,9 +183,11 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
         if n:
             metrics.add("clicks_expired", n)
 
-    @app.timer(interval=0.5)
+    @app.task
     async def rejoin_late_clicks():
-        await forwarder.recheck()
+        while True:
+            await forwarder.next_recheck(_RECHECK_S)
+            await forwarder.recheck()
 
     @app.page("/healthz")
     async def healthz(web, request):

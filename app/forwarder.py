@@ -31,7 +31,7 @@ from app.routing import Router
 from app.sender import Sender
 from app.settings import Settings
 
-__all__ = ["Forwarder", "source_of"]
+__all__ = ["Forwarder", "read_click", "source_of"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,14 @@ _PENDING = object()
 def source_of(fe) -> dict:
     m = fe.message
     return {"topic": m.topic, "partition": m.partition, "offset": m.offset}
+
+
+def read_click(table, click_id: str) -> dict | None:
+    """The click in the current event's partition of the table. One store read: faust's
+    `table.get` reads twice (`in`, then `[]`), through layers that cost more than the read."""
+    store = table.data
+    raw = store._get(store._encode_key(click_id))
+    return None if raw is None else store._decode_value(raw)
 
 
 class _Bundle:
@@ -128,15 +136,11 @@ class Forwarder:
             await self._process(entries, time.time())
 
     def _lookup(self, fe, click_id: str) -> dict | None:
-        # One read of the event's own partition: faust's `table.get` reads twice (`in`, then
-        # `[]`), through layers that cost more than the read (profile in bench/README.md).
-        store = self.table.data
         token = _current_event.set(weakref.ref(fe))
         try:
-            raw = store._get(store._encode_key(click_id))
+            return read_click(self.table, click_id)
         finally:
             _current_event.reset(token)
-        return None if raw is None else store._decode_value(raw)
 
     async def _process(self, entries: list, now: float) -> None:
         groups: dict[tuple, list[dict]] = defaultdict(list)

@@ -15,7 +15,7 @@ from faust.worker import Worker
 
 from app.bundles import Bundler, unbundle_clicks
 from app.durable import BatchWriter, write_durably
-from app.forwarder import Forwarder
+from app.forwarder import Forwarder, read_click
 from app.intake import Intake
 from app.mapping import MappingConfig
 from app.metrics import Metrics
@@ -28,16 +28,17 @@ __all__ = ["build_app", "mapping_config", "register"]
 log = logging.getLogger(__name__)
 
 _RAW = {"key_serializer": "raw", "value_serializer": "raw"}
-# One RocksDB per table partition. faust's defaults (3 × 64 MB memtables and a 2 GB block cache,
-# each per partition) let a worker's RSS grow with the table; a click is ~0.5 KB and is read
-# once or twice, so small memtables and caches cost nothing in speed.
 # The forwarder takes up to this many bundles (each at most batch_max events, one intake poll's
 # worth for one partition) per round: it bounds the events held in memory and in flight at once.
 _BUNDLES_PER_ROUND = 32
 # Pending conversions are re-joined as soon as their click is stored, and at least this often
 # (for those whose join_wait is over).
 _RECHECK_S = 0.5
-_ROCKSDB = {"write_buffer_size": 8 << 20, "max_write_buffer_number": 2, "block_cache_size": 16 << 20}
+# One RocksDB per table partition. faust's defaults (3 × 64 MB memtables and a 2 GB block cache,
+# each per partition) let a worker's RSS grow with the table; a click is ~0.5 KB and is read
+# once or twice, so small memtables and caches cost little in speed. Per partition at most
+# 2 × 4 MB of memtables and 8 MB of cache: 96 MB for the default 6 partitions.
+_ROCKSDB = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 8 << 20}
 
 
 def mapping_config(settings: Settings) -> MappingConfig:
@@ -136,7 +137,7 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
             await app.producer.buffer.flush()
 
     def store_click(click_id: str, record: dict) -> None:
-        old = table.get(click_id)
+        old = read_click(table, click_id)
         if record.get("expire"):
             # From the sweeper: delete only if still expired (the click may have come again).
             if old is not None and old.get("clicked_at", 0) < time.time() - window_s:

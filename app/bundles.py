@@ -40,11 +40,13 @@ class Bundler:
     """Collects one batch's events and clicks per partition; `records()` gives the bundles as
     writes for app.durable (role, key, value, partition, headers)."""
 
-    def __init__(self, partitions: int) -> None:
+    def __init__(self, partitions: int, spread: Iterator[int] | None = None) -> None:
         self.partitions = partitions
         self._events: dict[int, list[dict]] = {}
         self._clicks: dict[int, list[list]] = {}
-        self._spread = itertools.cycle(range(partitions))  # events without a click ID
+        # Events without a click ID take the partitions in turn; the caller may share one turn
+        # across batches, so that a trickle of them does not all land on partition 0.
+        self._spread = spread if spread is not None else itertools.cycle(range(partitions))
 
     def add_event(self, click_id: str | None, raw: bytes, at: float, source: dict) -> None:
         """One validated tracking event: its original bytes travel on unchanged (a JSON

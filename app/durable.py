@@ -1,8 +1,8 @@
 """Writing records to Kafka and waiting until the broker has every one of them.
 
-Nothing is acked before its outcome is durable, so both decode stages and the forwarder end each
-batch here. Records go out with aiokafka's batch API, one record batch per partition: faust's
-per-record `Topic.send` was the decode stage's largest cost (see bench/README.md).
+Nothing is acked before its outcome is durable, so the intake, the forwarder, the retry tiers
+and the sweeper end each batch here. Records go out with aiokafka's batch API, one record batch
+per partition: faust's per-record `Topic.send` was the decode stage's largest cost.
 """
 from __future__ import annotations
 

@@ -76,11 +76,12 @@ class Forwarder:
         self.metrics = metrics
         self.router = Router(settings)
         self.assigned = assigned
-        # (bundle, entry): waiting for a late click. Unacked, so a crash replays them; their
-        # offsets hold back commits by at most join_wait.
-        self.pending: list[tuple[_Bundle, dict]] = []
-        self._waiting_for: set[str] = set()  # the click IDs of `pending`
-        self._arrived = asyncio.Event()      # one of them was stored: re-join now
+        # click ID -> [(bundle, entry)] waiting for that late click. Unacked, so a crash replays
+        # them; their offsets hold back commits by at most join_wait.
+        self.pending: dict[str, list[tuple[_Bundle, dict]]] = {}
+        self._arrived: set[str] = set()  # pending click IDs the click store has stored since
+        self._wake = asyncio.Event()
+        self._last_full_pass = 0.0
         self._lock = asyncio.Lock()
 
     async def handle(self, batch: list) -> None:
@@ -107,33 +108,46 @@ class Forwarder:
                     fe.ack()
             await self._process(entries, now)
 
+    @property
+    def pending_count(self) -> int:
+        return sum(map(len, self.pending.values()))
+
     def clicks_stored(self, click_ids) -> None:
-        """Called by the click store: a pending event's click is here, so re-join without
-        waiting for the next tick (a late conversion's latency is its click's, not a timer's)."""
-        if self._waiting_for and not self._arrived.is_set() and not self._waiting_for.isdisjoint(click_ids):
-            self._arrived.set()
+        """Called by the click store: re-join the events waiting for these clicks now, not at
+        the next tick (a late conversion's latency is its click's, not a timer's)."""
+        if self.pending:
+            arrived = [c for c in click_ids if c in self.pending]
+            if arrived:
+                self._arrived.update(arrived)
+                self._wake.set()
 
     async def next_recheck(self, interval: float) -> None:
-        """Wait until a pending event's click was stored, or at most `interval` (for the events
-        whose wait is over)."""
+        """Wait until a pending event's click was stored, or at most `interval`."""
         try:
-            await asyncio.wait_for(self._arrived.wait(), interval)
+            await asyncio.wait_for(self._wake.wait(), interval)
         except asyncio.TimeoutError:
             pass
-        self._arrived.clear()
+        self._wake.clear()
 
-    async def recheck(self) -> None:
-        """Re-join pending events whose click arrived or whose wait is over."""
+    async def recheck(self, interval: float = 0.5) -> None:
+        """Re-join the pending events whose click arrived; every `interval`, all of them (those
+        whose join_wait is over go out without their click). Cost: one lookup per event taken."""
         if not self.pending:
             return
         async with self._lock:
-            entries, self.pending = self.pending, []
-            self._waiting_for = set()
+            now = time.time()
+            if now - self._last_full_pass >= interval:
+                self._last_full_pass = now
+                ids = list(self.pending)
+            else:
+                ids = [c for c in self._arrived if c in self.pending]
+            self._arrived = set()
+            entries = [e for c in ids for e in self.pending.pop(c)]
             if self.assigned is not None:
                 # A partition moved away in a rebalance: its new owner re-reads these events.
                 mine = self.assigned()
                 entries = [e for e in entries if e[0].fe.message.tp in mine]
-            await self._process(entries, time.time())
+            await self._process(entries, now)
 
     def _lookup(self, fe, click_id: str) -> dict | None:
         token = _current_event.set(weakref.ref(fe))
@@ -156,8 +170,7 @@ class Forwarder:
                 outcome = dead_letter("internal_error", f"{type(e).__name__}: {e}", "map", now,
                                       source=entry.get("source"), original=_original(entry))
             if outcome is _PENDING:
-                self.pending.append((bundle, entry))
-                self._waiting_for.add(entry["click_id"])
+                self.pending.setdefault(entry["click_id"], []).append((bundle, entry))
                 continue
             done.append(bundle)
             if isinstance(outcome, dict):
@@ -237,7 +250,8 @@ class Forwarder:
 
 
 def _original(entry: dict) -> bytes | None:
-    """The event as received, for its dead letter (orjson keeps the key order)."""
+    """The event for its dead letter: its JSON as parsed and written again (same keys in the
+    same order; whitespace and number spelling may differ from the bytes received)."""
     try:
         return orjson.dumps(entry["event"])
     except (KeyError, TypeError):

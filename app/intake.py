@@ -15,11 +15,12 @@ offset for starts where the faust group ("<app id>") left it, not at the beginni
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
 from app.bundles import Bundler
@@ -45,6 +46,8 @@ class Intake:
         self.write = write
         self.metrics = metrics
         self.group = f"{settings.app_id}-intake"
+        # Events without a click ID take the partitions in turn, across polls.
+        self._spread = itertools.cycle(range(settings.partitions))
         self.topics = (settings.topic_clicks, settings.topic_events)
 
     async def run(self) -> None:
@@ -61,13 +64,13 @@ class Intake:
 
     async def _consume(self) -> None:
         s = self.settings
+        await _seed_from_faust_group(s, self.group, self.topics)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers, group_id=self.group, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=s.batch_max,
             session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
             max_partition_fetch_bytes=2 * s.max_message_bytes)
-        await _seed_from_faust_group(s, self.group, self.topics)
         await consumer.start()
         try:
             consumer.subscribe(self.topics)
@@ -90,13 +93,13 @@ class Intake:
     def decode(self, batches: dict, now: float) -> list[tuple]:
         """Every message of a poll as writes: bundles of valid events and clicks, and dead
         letters. A bug in decoding dead-letters that message instead of stopping the intake."""
-        bundler, dead = Bundler(self.settings.partitions), []
+        bundler, dead = Bundler(self.settings.partitions, self._spread), []
         clicks_topic = self.settings.topic_clicks
         for tp, messages in batches.items():
             decode_one = self._click if tp.topic == clicks_topic else self._event
             for msg in messages:
                 try:
-                    decode_one(msg, bundler)
+                    decode_one(msg, bundler, now)
                 except Refusal as r:
                     dead += self._refused(msg, r.reason, r.message, now)
                 except Exception as e:  # noqa: BLE001
@@ -104,11 +107,11 @@ class Intake:
                     dead += self._refused(msg, "internal_error", f"{type(e).__name__}: {e}", now)
         return bundler.records() + dead
 
-    def _click(self, msg, bundler: Bundler) -> None:
+    def _click(self, msg, bundler: Bundler, now: float) -> None:
         self.metrics.add("clicks_in")
         bundler.add_click(*decode_click(msg.value, self.settings.max_message_bytes))
 
-    def _event(self, msg, bundler: Bundler) -> None:
+    def _event(self, msg, bundler: Bundler, now: float) -> None:
         self.metrics.add("events_in")
         event = decode_event(msg.value, self.settings.max_message_bytes)
         mapped = bool(tiktok_names(event, self.mapping))
@@ -119,9 +122,10 @@ class Intake:
         if not mapped:
             self.metrics.add("events_skipped", reason="unmapped")
             return
-        # The original bytes travel on: no re-serialisation. `at` starts the late-click wait.
-        bundler.add_event(click_id_of(event, self.mapping), msg.value, msg.timestamp / 1000,
-                          _source(msg))
+        # The original bytes travel on: no re-serialisation. `at` starts the late-click wait: it
+        # counts from now, not from the record's timestamp, so that a worker catching up after
+        # downtime (or a producer stamping event time) still gives a late click its join_wait.
+        bundler.add_event(click_id_of(event, self.mapping), msg.value, now, _source(msg))
 
     def _refused(self, msg, reason: str, message: str, now: float) -> list[tuple]:
         self.metrics.add("dead_letters", reason=reason)
@@ -137,15 +141,13 @@ async def _seed_from_faust_group(settings: Settings, group: str, topics: tuple[s
     """Give `group` the faust group's offsets for the partitions it has none for (the first
     start after the upgrade). Done before joining: aiokafka starts fetching a new assignment
     before a rebalance listener could seek, so seeking there would race the reset to earliest."""
+    # Any error here raises: joining without the seed would re-read the input topics from the
+    # beginning (Intake.run tries again in 5 s).
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     try:
         await admin.start()
         ours = await admin.list_consumer_group_offsets(group)
         theirs = await admin.list_consumer_group_offsets(settings.app_id)
-    except KafkaError as e:
-        log.warning("could not read the consumer groups' offsets (%s); partitions new to %s start "
-                    "at the earliest offset", type(e).__name__, group)
-        return
     finally:
         await admin.close()
     seed = {tp: OffsetAndMetadata(meta.offset, "") for tp, meta in theirs.items()
@@ -159,8 +161,8 @@ async def _seed_from_faust_group(settings: Settings, group: str, topics: tuple[s
         consumer.assign(list(seed))
         await consumer.commit(seed)
         log.warning("%s starts where %s left %d partitions", group, settings.app_id, len(seed))
-    except KafkaError as e:  # another worker's intake is already running: it has offsets
-        log.warning("could not seed %s's offsets (%s)", group, type(e).__name__)
+    except CommitFailedError:  # another worker's intake joined meanwhile: the group has offsets
+        log.warning("%s: another member seeded the group first", group)
     finally:
         await consumer.stop()
 

@@ -76,7 +76,7 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
         # mid-batch, or pending a late click): unacked means not durable, and the next owner of
         # the partition re-reads them. Waiting would only run into the shutdown bound.
         stream_wait_empty=False,
-        # Messages a stream buffers ahead, per partition. A message here is a bundle of up to
+        # Messages each stream buffers ahead. A message here is a bundle of up to
         # batch_max events or clicks (app/bundles.py): faust's default of 4096 would let a
         # catching-up worker hold gigabytes.
         stream_buffer_maxsize=_BUNDLES_PER_ROUND * 2,
@@ -125,12 +125,20 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
         async for fe in stream.events():
             try:
                 pairs = unbundle_clicks(fe.key, fe.value, fe.headers)
-                for click_id, record in pairs:
-                    store_click(click_id, record)
-                forwarder.clicks_stored(click_id for click_id, _ in pairs)
             except (AttributeError, TypeError, ValueError, KeyError):
-                # Only we write here; never let junk stop the table.
+                pairs = []
                 log.error("ignoring a malformed record on %s at offset %s", fe.message.topic, fe.message.offset)
+            stored = []
+            for pair in pairs:
+                try:
+                    click_id, record = pair
+                    store_click(click_id, record)
+                    stored.append(click_id)
+                except (AttributeError, TypeError, ValueError):
+                    # Only we write here; one bad entry must not cost the rest of its bundle.
+                    log.error("ignoring a malformed click in the record on %s at offset %s",
+                              fe.message.topic, fe.message.offset)
+            forwarder.clicks_stored(stored)
             # Each table write queues a changelog record in faust's producer buffer, which faust
             # drains by at most 100 per message it delivers: with a bundle of hundreds of clicks
             # per message the buffer (and the worker's memory) would grow without bound.
@@ -178,8 +186,8 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
             if record.get("clicked_at", 0) < cutoff:
                 bundler.add_click(click_id, {"expire": True})
                 n += 1
-            if i % 10_000 == 0:
-                await write_durably(write, bundler.records())  # and let the agents breathe
+            if i % 1000 == 0:  # bundles of at most ~batch_max deletions; and let the agents breathe
+                await write_durably(write, bundler.records())
         await write_durably(write, bundler.records())
         if n:
             metrics.add("clicks_expired", n)
@@ -188,7 +196,12 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
     async def rejoin_late_clicks():
         while True:
             await forwarder.next_recheck(_RECHECK_S)
-            await forwarder.recheck()
+            try:
+                await forwarder.recheck(_RECHECK_S)
+            except Exception:  # noqa: BLE001 - keep re-joining the others
+                # The events taken stay unacked: their partitions' commits stop there and the
+                # next owner (or this worker after a restart) re-reads them. Loud, not lost.
+                log.exception("re-joining late conversions failed")
 
     @app.page("/healthz")
     async def healthz(web, request):
@@ -207,7 +220,7 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
 
     @app.page("/stats")
     async def stats(web, request):
-        return web.json({**metrics.snapshot(), "pending": len(forwarder.pending)})
+        return web.json({**metrics.snapshot(), "pending": forwarder.pending_count})
 
     return app
 

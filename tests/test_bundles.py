@@ -1,5 +1,7 @@
 """Bundles on the repartition topics: partitions as Kafka's default partitioner puts click IDs,
 exact round trips, size limits, and records from before bundles."""
+import itertools
+
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -124,3 +126,15 @@ def test_a_malformed_bundle_raises_for_the_caller_to_dead_letter():
         unbundle_events(None, b"{not json", [BUNDLE_HEADER], 0, {})
     with pytest.raises(KeyError):
         unbundle_events(None, b'{"clicks": []}', [BUNDLE_HEADER], 0, {})
+
+
+def test_a_shared_turn_spreads_events_without_click_id_across_batches():
+    # One such event per intake poll must not always land on partition 0.
+    turn = itertools.cycle(range(3))
+    partitions = []
+    for _ in range(6):
+        bundler = Bundler(3, turn)
+        bundler.add_event(None, b'{"event":"Lead"}', 1.0, {})
+        [(_, _, _, partition, _)] = bundler.records()
+        partitions.append(partition)
+    assert partitions == [0, 1, 2, 0, 1, 2]

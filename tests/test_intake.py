@@ -1,15 +1,20 @@
-"""The intake and the repartition topics across an upgrade, on the real broker with a worker
-process: records written before bundles are still forwarded, a malformed record is dead-lettered
-and the worker goes on, and the intake starts where the faust group left the input topics."""
+"""The intake and the repartition topics on the real broker with a worker process: records
+written before bundles are still forwarded, a malformed record is dead-lettered and the worker
+goes on, the intake starts where the faust group left the input topics, and a bundle is
+committed only when its last event has its outcome."""
+import asyncio
 import time
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from app.bundles import partition_of
 
 from app.settings import load
 from app.stack import WorkerProcess, produce_json
 from app.topics import create_topics
-from tests.test_pipeline_e2e import PIXEL_A, fake, read_all, stack_env, wait_for  # noqa: F401 - fixtures
+from tests.test_pipeline_e2e import PIXEL_A, TOKEN_A, fake, read_all, stack_env, wait_for  # noqa: F401 - fixtures
 
 NOW = time.time()
 
@@ -98,3 +103,55 @@ async def test_the_intake_starts_where_the_faust_group_left_off(kafka_bootstrap,
         assert worker.stop() == 0, worker.log_tail()
     assert sorted(a["event"]["event_id"] for a in fake.accepted) == ["e2", "e3", "e4"]
     assert (fake.stats()["events_accepted"], fake.stats()["duplicates"]) == (3, 0)
+
+
+async def test_a_bundle_is_committed_only_once_its_late_event_is_sent(kafka_bootstrap, fake, stack_env, tmp_path):
+    # Two conversions on one partition, so one bundle: the first joins its click at once, the
+    # second waits for a click that comes 5 s later. The bundle's offset must not be committed
+    # while the second waits (a crash then would lose it), and must be once it is sent.
+    config = tmp_path / "late.toml"
+    config.write_text("[ttbridge]\nbatch_window_s = 0.2\njoin_wait_s = 60\npartitions = 6\n")
+    env = {**stack_env, "TTBRIDGE_CONFIG": str(config), "TIKTOK_API_URL": fake.base_url,
+           "TIKTOK_ACCESS_TOKEN": TOKEN_A, "TIKTOK_PIXEL_CODE": PIXEL_A}
+    await create_topics(load(env))
+    app_id = env["TTBRIDGE_APP_ID"]
+    first = "click-0"
+    second = next(f"click-{i}" for i in range(1, 1000) if partition_of(f"click-{i}", 6) == partition_of(first, 6))
+    tp = TopicPartition(f"{app_id}-events-by-click-id", partition_of(first, 6))
+    await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_CLICKS"],
+                       [{"click_id": first, "ttclid": "E.C.P.first", "timestamp": NOW - 60}])
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        await worker.wait_ready()
+        await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_EVENTS"],
+                           [purchase("joined-1", first), purchase("late-1", second)])
+
+        async def first_sent():
+            return len(fake.accepted) == 1
+        await wait_for(first_sent, 30, "the joined conversion")
+        await asyncio.sleep(5)  # faust commits acked offsets every 2.8 s
+        assert await committed(kafka_bootstrap, app_id, tp) is None
+        assert (await worker.stats())["pending"] == 1
+
+        await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_CLICKS"],
+                           [{"click_id": second, "ttclid": "E.C.P.second", "timestamp": NOW}])
+
+        async def bundle_committed():
+            return await committed(kafka_bootstrap, app_id, tp) == 1
+        await wait_for(bundle_committed, 30, "the bundle's commit")
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    users = {a["event"]["event_id"]: a["event"]["user"]["ttclid"] for a in fake.accepted}
+    assert users == {"joined-1": "E.C.P.first", "late-1": "E.C.P.second"}
+
+
+async def committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    meta = offsets.get(tp)
+    return meta.offset if meta is not None and meta.offset >= 0 else None

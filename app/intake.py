@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import logging
 import time
+
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, IllegalStateError

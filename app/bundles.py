@@ -58,11 +58,10 @@ class Bundler:
     def add_click(self, click_id: str, record: dict) -> None:
         self._clicks.setdefault(partition_of(click_id, self.partitions), []).append([click_id, record])
 
-    def records(self, events_role: str = "events-by-click-id",
-                clicks_role: str = "clicks-by-click-id") -> list[tuple]:
+    def records(self) -> list[tuple]:
         out = []
-        for role, kind, by_partition in ((events_role, "events", self._events),
-                                         (clicks_role, "clicks", self._clicks)):
+        for role, kind, by_partition in (("events-by-click-id", "events", self._events),
+                                         ("clicks-by-click-id", "clicks", self._clicks)):
             for p, items in by_partition.items():
                 out += [(role, None, value, p, [BUNDLE_HEADER]) for value in _pack(kind, items)]
         self._events, self._clicks = {}, {}
@@ -92,7 +91,10 @@ def unbundle_events(key: bytes | None, value: bytes, headers: Any, at: float,
     """The entries of one events-by-click-id record: {"click_id", "at", "source", "event"}.
     `at` and `source` are the record's own, for a record from before bundles."""
     if is_bundle(headers):
-        return orjson.loads(value)["events"]
+        events = orjson.loads(value)["events"]
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            raise ValueError("a bundle's events must be a list of objects")
+        return events
     return [{"click_id": key.decode() if key else None, "at": at, "source": source,
              "event": orjson.loads(value)}]
 

@@ -129,7 +129,7 @@ class Forwarder:
             pass
         self._wake.clear()
 
-    async def recheck(self, interval: float = 0.5) -> None:
+    async def recheck(self, interval: float) -> None:
         """Re-join the pending events whose click arrived; every `interval`, all of them (those
         whose join_wait is over go out without their click). Cost: one lookup per event taken."""
         if not self.pending:

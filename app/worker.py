@@ -186,7 +186,7 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
             if record.get("clicked_at", 0) < cutoff:
                 bundler.add_click(click_id, {"expire": True})
                 n += 1
-            if i % 1000 == 0:  # bundles of at most ~batch_max deletions; and let the agents breathe
+            if i % settings.batch_max == 0:  # bundles the click store drains at once; let the agents breathe
                 await write_durably(write, bundler.records())
         await write_durably(write, bundler.records())
         if n:

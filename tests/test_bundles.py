@@ -126,6 +126,10 @@ def test_a_malformed_bundle_raises_for_the_caller_to_dead_letter():
         unbundle_events(None, b"{not json", [BUNDLE_HEADER], 0, {})
     with pytest.raises(KeyError):
         unbundle_events(None, b'{"clicks": []}', [BUNDLE_HEADER], 0, {})
+    with pytest.raises(ValueError):
+        unbundle_events(None, b'{"events": ["not an object"]}', [BUNDLE_HEADER], 0, {})
+    with pytest.raises(ValueError):
+        unbundle_events(None, b'{"events": {"click_id": "c"}}', [BUNDLE_HEADER], 0, {})
 
 
 def test_a_shared_turn_spreads_events_without_click_id_across_batches():

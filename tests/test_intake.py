@@ -41,27 +41,44 @@ async def test_records_from_before_bundles_and_a_malformed_one(kafka_bootstrap, 
                            [{"ttclid": "E.C.P.legacy", "clicked_at": NOW - 60}], key="legacy-c")
         await produce_json(kafka_bootstrap, f"{app_id}-events-by-click-id",
                            [purchase("legacy-1", "legacy-c")], key="legacy-c")
+        bundle = [("ttbridge-bundle", b"1")]
+        good = partition_of("bundle-c", 6)
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
         await producer.start()
         try:
             await producer.send_and_wait(f"{app_id}-events-by-click-id", b"{not json",
-                                         headers=[("ttbridge-bundle", b"1")], partition=0)
+                                         headers=bundle, partition=0)
+            # A bundle of clicks with one broken entry: the other click is still stored.
+            await producer.send_and_wait(f"{app_id}-clicks-by-click-id", orjson.dumps({"clicks": [
+                ["only-one-item"], ["bundle-c", {"ttclid": "E.C.P.bundle", "clicked_at": NOW - 60}]]}),
+                headers=bundle, partition=good)
+            # A bundle of events where one entry lacks its wait start: that one is dead-lettered
+            # with its event and origin, the other is sent.
+            source = {"topic": "events-x", "partition": 3, "offset": 77}
+            await producer.send_and_wait(f"{app_id}-events-by-click-id", orjson.dumps({"events": [
+                {"click_id": "bundle-c", "at": NOW, "source": source, "event": purchase("bundle-1", "bundle-c")},
+                {"click_id": "no-such-click", "source": source, "event": purchase("bundle-2", "no-such-click")}]}),
+                headers=bundle, partition=good)
         finally:
             await producer.stop()
         # ... and the worker goes on: a new event through the intake joins the legacy click.
         await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_EVENTS"], [purchase("after-1", "legacy-c")])
 
-        async def both_sent():
-            return len(fake.accepted) >= 2
-        await wait_for(both_sent, 30, "both events")
+        async def all_sent():
+            return len(fake.accepted) >= 3
+        await wait_for(all_sent, 30, "the three good events")
     finally:
         assert worker.stop() == 0, worker.log_tail()
     users = {a["event"]["event_id"]: a["event"]["user"] for a in fake.accepted}
-    assert sorted(users) == ["after-1", "legacy-1"]
-    assert all(u["ttclid"] == "E.C.P.legacy" for u in users.values())
-    [dead] = await read_all(kafka_bootstrap, env["TTBRIDGE_TOPIC_DLQ"], 1)
-    assert (dead["reason"], dead["stage"], dead["original"]) == ("internal_error", "map", "{not json")
-    assert dead["source"] == {"topic": f"{app_id}-events-by-click-id", "partition": 0, "offset": 0}
+    assert sorted(users) == ["after-1", "bundle-1", "legacy-1"]
+    assert users["after-1"]["ttclid"] == users["legacy-1"]["ttclid"] == "E.C.P.legacy"
+    assert users["bundle-1"]["ttclid"] == "E.C.P.bundle"
+    dead = sorted(await read_all(kafka_bootstrap, env["TTBRIDGE_TOPIC_DLQ"], 2), key=lambda d: d["original"] != "{not json")
+    assert [(d["reason"], d["stage"]) for d in dead] == [("internal_error", "map")] * 2
+    assert dead[0]["original"] == "{not json"
+    assert dead[0]["source"] == {"topic": f"{app_id}-events-by-click-id", "partition": 0, "offset": 0}
+    assert orjson.loads(dead[1]["original"]) == purchase("bundle-2", "no-such-click")
+    assert dead[1]["source"] == {"topic": "events-x", "partition": 3, "offset": 77}
 
 
 async def test_the_intake_starts_where_the_faust_group_left_off(kafka_bootstrap, fake, stack_env, tmp_path):

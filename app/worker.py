@@ -263,9 +263,13 @@ def register(subparsers) -> None:
 
 def _main(args) -> int:
 
+    from app.restore import restore_before_start
     from app.settings import load
     from app.topics import create_topics
 
+    # faust configures logging when its worker starts; until then (topics, restore) log alike.
+    logging.basicConfig(level=args.loglevel.upper(),
+                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     settings = load()
     if not settings.pixels:
         raise SettingsError("TIKTOK_PIXEL_CODE: set it (with TIKTOK_ACCESS_TOKEN), or configure "
@@ -278,6 +282,7 @@ def _main(args) -> int:
         print(f"ttbridge worker: {e}", file=sys.stderr)
         return 1
     app = build_app(settings, run_retrier=not args.no_retry)
+    restore_before_start(app.tables["clicks"], settings.bootstrap_servers, settings.partitions)
     _BoundedWorker(app, loglevel=args.loglevel,
                    shutdown_bound_s=settings.shutdown_timeout_s).execute_from_commandline()
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -12,16 +13,21 @@ from aiokafka.partitioner import DefaultPartitioner
 __all__ = ["produce_fast", "TopicCounts"]
 
 
-async def produce_fast(producer, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+async def produce_fast(producer, topic: str, records: list[tuple[bytes | None, bytes]],
+                       partition_of: Callable[[bytes], int] | None = None) -> None:
     """Produce pre-serialised (key, value) records in full batches, one send per batch (not one
     await per message), and wait for every ack. Keys pick partitions as Kafka's default
-    partitioner does (murmur2), so keyed data lands where any Java or aiokafka client puts it."""
+    partitioner does (murmur2), so keyed data lands where any Java or aiokafka client puts it;
+    `partition_of(key)` overrides that (e.g. a table changelog, partitioned by the source's key)."""
     partitions = sorted(await producer.partitions_for(topic))
     choose = DefaultPartitioner()
     by_partition: dict[int, list] = {p: [] for p in partitions}
     unkeyed = random.Random(0)
     for key, value in records:
-        p = choose(key, partitions, None) if key is not None else unkeyed.choice(partitions)
+        if partition_of is not None:
+            p = partition_of(key)
+        else:
+            p = choose(key, partitions, None) if key is not None else unkeyed.choice(partitions)
         by_partition[p].append((key, value))
     futures = []
     for p, items in by_partition.items():

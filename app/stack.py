@@ -18,17 +18,19 @@ __all__ = ["WorkerProcess", "produce_json"]
 
 
 class WorkerProcess:
-    def __init__(self, env: dict[str, str], log_path: Path, loglevel: str = "warning") -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, loglevel: str = "warning",
+                 args: tuple[str, ...] = ()) -> None:
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.loglevel = loglevel
+        self.args = args
         self.web = f"http://127.0.0.1:{env['TTBRIDGE_WEB_PORT']}"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app", "worker", "--loglevel", self.loglevel],
+                [sys.executable, "-m", "app", "worker", "--loglevel", self.loglevel, *self.args],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
 

@@ -258,6 +258,10 @@ def register(subparsers) -> None:
     p.add_argument("--loglevel", default="warning", help="faust log level (default: warning)")
     p.add_argument("--no-retry", action="store_true",
                    help="do not run the retry tiers in this process (run `ttbridge retry-worker`)")
+    p.add_argument("--no-bulk-restore", action="store_true",
+                   help="leave restoring the clicks table to faust, record by record (by default every "
+                        "partition is restored in bulk before the worker joins: with many workers and "
+                        "a large table, each restoring all of it may cost more than it saves)")
     p.set_defaults(func=_main)
 
 
@@ -282,7 +286,8 @@ def _main(args) -> int:
         print(f"ttbridge worker: {e}", file=sys.stderr)
         return 1
     app = build_app(settings, run_retrier=not args.no_retry)
-    restore_before_start(app.tables["clicks"], settings.bootstrap_servers, settings.partitions)
+    if not args.no_bulk_restore:
+        restore_before_start(app.tables["clicks"], settings.bootstrap_servers, settings.partitions)
     _BoundedWorker(app, loglevel=args.loglevel,
                    shutdown_bound_s=settings.shutdown_timeout_s).execute_from_commandline()
     return 0

@@ -7,7 +7,7 @@ click ID), then starts a
 fresh worker and times it from start until /readyz says it is recovered. A conversion for the
 first and one for the last click must then arrive joined: the table really came back.
 
-    .venv/bin/python -m bench.recovery [--clicks 1000000] [--profile DIR]
+    .venv/bin/python -m bench.recovery [--clicks 1000000] [--no-bulk-restore] [--profile DIR]
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from bench.proc import CpuMeter, memory_mb
 from bench.run import APP_ID, WORKER_TOML, Stack, wait_count
 
 
-async def run(clicks: int, workdir: Path, stack: Stack, profile_dir: Path | None) -> dict:
+async def run(clicks: int, workdir: Path, stack: Stack, profile_dir: Path | None, bulk: bool) -> dict:
     stack.broker = Broker(workdir / "kafka", free_port(), free_port())
     bootstrap = await asyncio.to_thread(stack.broker.start)
     fake = make_fake("in-process", workdir)
@@ -76,7 +76,8 @@ async def run(clicks: int, workdir: Path, stack: Stack, profile_dir: Path | None
         print(f"{clicks:,} clicks ({size / 1e6:,.0f} MB) written to {changelog} in "
               f"{time.monotonic() - t:.1f} s")
 
-        worker = WorkerProcess(env, workdir / "worker.log", loglevel="info")
+        worker = WorkerProcess(env, workdir / "worker.log", loglevel="info",
+                               args=() if bulk else ("--no-bulk-restore",))
         stack.workers.append(worker)
         t_start = time.time()
         worker.start()
@@ -111,7 +112,7 @@ async def run(clicks: int, workdir: Path, stack: Stack, profile_dir: Path | None
         await wait_count(probes_arrived, len(probes), "the probes")
         joined = all(a.joined for a in arrived)
         print(f"probes for the first and last click arrived joined: {joined}")
-        return {"clicks": clicks, "recovery_s": round(recovery_s, 2), "rss_mb": rss, "cpu": cpu,
+        return {"clicks": clicks, "bulk_restore": bulk, "recovery_s": round(recovery_s, 2), "rss_mb": rss, "cpu": cpu,
                 "joined": joined}
     finally:
         await producer.stop()
@@ -125,12 +126,13 @@ async def run(clicks: int, workdir: Path, stack: Stack, profile_dir: Path | None
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.recovery", description=__doc__.split("\n\n")[0])
     p.add_argument("--clicks", type=int, default=1_000_000)
+    p.add_argument("--no-bulk-restore", action="store_true", help="faust's own recovery only (before)")
     p.add_argument("--profile", type=Path, default=None, help="py-spy the worker; stacks into this dir")
     args = p.parse_args(argv)
     stack = Stack()
     with tempfile.TemporaryDirectory(prefix="ttbridge-recovery-") as tmp:
         try:
-            result = asyncio.run(run(args.clicks, Path(tmp), stack, args.profile))
+            result = asyncio.run(run(args.clicks, Path(tmp), stack, args.profile, not args.no_bulk_restore))
         finally:
             stack.close()
     print(orjson.dumps(result).decode())

@@ -1,7 +1,8 @@
 """The bulk restore of the clicks table (app/restore.py) on the real broker: it writes exactly
 what the changelog holds (puts, overwrites, tombstones) with each partition's offset, resumes from
 that offset, leaves the store alone when the broker cannot be reached, and a worker started on a
-restored store joins a conversion with a click it never indexed itself."""
+restored store (or one left to faust's recovery) joins a conversion with a click it never indexed
+itself."""
 import logging
 import time
 
@@ -115,7 +116,8 @@ def test_an_unreachable_broker_leaves_the_store_to_fausts_recovery(clicks_table,
     assert contents(table) == {p: {} for p in range(PARTITIONS)}
 
 
-async def test_a_worker_on_a_restored_table_joins_a_click_it_never_indexed(kafka_bootstrap, fake, stack_env, tmp_path):
+@pytest.mark.parametrize("args", [(), ("--no-bulk-restore",)], ids=["bulk", "faust-recovery"])
+async def test_a_worker_on_a_restored_table_joins_a_click_it_never_indexed(kafka_bootstrap, fake, stack_env, tmp_path, args):
     env = {**stack_env, "TIKTOK_API_URL": fake.base_url}
     settings = load(env)
     await create_topics(settings)
@@ -133,7 +135,7 @@ async def test_a_worker_on_a_restored_table_joins_a_click_it_never_indexed(kafka
                                          partition=partition_of(click_id, n))
     finally:
         await producer.stop()
-    worker = WorkerProcess(env, tmp_path / "worker.log", loglevel="info")
+    worker = WorkerProcess(env, tmp_path / "worker.log", loglevel="info", args=args)
     worker.start()
     try:
         await worker.wait_ready()
@@ -148,4 +150,5 @@ async def test_a_worker_on_a_restored_table_joins_a_click_it_never_indexed(kafka
     users = {a["event"]["event_id"]: a["event"]["user"] for a in fake.accepted}
     assert {k: (u["ttclid"], u["ttp"]) for k, u in users.items()} == {
         "after-restore": ("E.C.P.restored-0", "ttp-0"), "after-restore-29": ("E.C.P.restored-29", "ttp-29")}
-    assert f"app.restore: restored 30 clicks from {changelog}" in (tmp_path / "worker.log").read_text()
+    restored = f"app.restore: restored 30 clicks from {changelog}" in (tmp_path / "worker.log").read_text()
+    assert restored == (args == ())

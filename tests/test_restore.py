@@ -3,6 +3,7 @@ what the changelog holds (puts, overwrites, tombstones) with each partition's of
 that offset, leaves the store alone when the broker cannot be reached, and a worker started on a
 restored store (or one left to faust's recovery) joins a conversion with a click it never indexed
 itself."""
+import asyncio
 import logging
 import time
 
@@ -105,6 +106,22 @@ async def test_restore_writes_the_changelog_and_resumes_from_its_offsets(kafka_b
     # Nothing new: nothing read, nothing changed.
     assert sum((await restore_table(kafka_bootstrap, table.data, topic, PARTITIONS)).values()) == 0
     assert contents(table) == expected(first + more, last_offsets(first + more))
+
+
+async def test_a_first_start_finds_no_changelog_and_does_not_wait_for_one(kafka_bootstrap, clicks_table):
+    table, topic = clicks_table
+    # aiokafka would wait for a missing topic's metadata for its whole request timeout (40 s).
+    applied = await asyncio.wait_for(restore_table(kafka_bootstrap, table.data, topic, PARTITIONS), 20)
+    assert applied == {0: 0, 1: 0, 2: 0}
+    assert contents(table) == {p: {} for p in range(PARTITIONS)}
+
+
+async def test_a_changelog_with_other_partitions_is_not_restored(kafka_bootstrap, clicks_table):
+    table, topic = clicks_table
+    await create_topic(kafka_bootstrap, topic, PARTITIONS - 1)
+    with pytest.raises(ValueError, match=f"{topic} has 2 partitions, the table 3"):
+        await restore_table(kafka_bootstrap, table.data, topic, PARTITIONS)
+    assert contents(table) == {p: {} for p in range(PARTITIONS)}
 
 
 def test_an_unreachable_broker_leaves_the_store_to_fausts_recovery(clicks_table, caplog):

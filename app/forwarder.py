@@ -13,7 +13,7 @@ import logging
 import time
 import weakref
 from collections import defaultdict
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import orjson
 # faust's RocksDB tables read the partition of the *current event*; inside a noack_take batch there
@@ -36,6 +36,9 @@ __all__ = ["Forwarder", "read_click", "source_of"]
 log = logging.getLogger(__name__)
 
 _PENDING = object()
+# Rounds on the wire at once. The stream maps the next round while one is delivered: with one
+# the worker sat idle (12% of its samples in select) for every request's round trip.
+ROUNDS_IN_FLIGHT = 2
 
 
 def source_of(fe) -> dict:
@@ -82,9 +85,16 @@ class Forwarder:
         self._arrived: set[str] = set()  # pending click IDs the click store has stored since
         self._wake = asyncio.Event()
         self._last_full_pass = 0.0
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # handle and recheck both take from and add to `pending`
+        self._in_flight: set[asyncio.Task] = set()
+        self._slots = asyncio.Semaphore(ROUNDS_IN_FLIGHT)
 
     async def handle(self, batch: list) -> None:
+        """Join and map the round now; its delivery goes on in the background (returns at once,
+        or when one of ROUNDS_IN_FLIGHT rounds is done)."""
+        await self._start(lambda: self._unbundle(batch))
+
+    def _unbundle(self, batch: list) -> tuple[list, list]:
         now = time.time()
         entries, broken = [], []
         for fe in batch:
@@ -94,19 +104,44 @@ class Forwarder:
             except Exception as e:  # noqa: BLE001 - only we write here; junk must not stop the stream
                 log.error("dead-lettering a malformed record on %s at offset %s", fe.message.topic,
                           fe.message.offset)
-                broken.append((fe, dead_letter("internal_error", f"{type(e).__name__}: {e}", "map",
-                                               now, source=source_of(fe), original=fe.value)))
+                broken.append((_Bundle(fe, 1), (None, dead_letter(
+                    "internal_error", f"{type(e).__name__}: {e}", "map", now, source=source_of(fe),
+                    original=fe.value))))
                 continue
             bundle = _Bundle(fe, len(events))
             entries += [(bundle, entry) for entry in events]
             if not events:
                 fe.ack()
-        async with self._lock:
-            if broken:
-                await self._durably([], [(None, record) for _, record in broken])
-                for fe, _ in broken:
-                    fe.ack()
-            await self._process(entries, now)
+        return entries, broken
+
+    async def drain(self) -> None:
+        """Wait for the rounds on the wire (at shutdown, before the HTTP session closes)."""
+        while self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def _start(self, take: Callable[[], tuple[list, list]]) -> None:
+        """Under the lock, `take()` the entries (and broken bundles' dead letters) and prepare
+        them; then deliver in the background, in one of ROUNDS_IN_FLIGHT slots."""
+        await self._slots.acquire()
+        try:
+            async with self._lock:
+                entries, broken = take()
+                delivery = self._process(entries, time.time(), broken)
+        except BaseException:
+            self._slots.release()
+            raise
+        task = asyncio.get_running_loop().create_task(delivery)
+        self._in_flight.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            # Its events stay unacked: the partition's commits stop there and the next owner (or
+            # this worker after a restart) re-reads them. Loud, not lost.
+            log.error("a delivery failed; its events stay unacked and are re-read after a restart "
+                      "or rebalance", exc_info=task.exception())
 
     @property
     def pending_count(self) -> int:
@@ -134,7 +169,8 @@ class Forwarder:
         whose join_wait is over go out without their click). Cost: one lookup per event taken."""
         if not self.pending:
             return
-        async with self._lock:
+
+        def take() -> tuple[list, list]:
             now = time.time()
             if now - self._last_full_pass >= interval:
                 self._last_full_pass = now
@@ -147,7 +183,8 @@ class Forwarder:
                 # A partition moved away in a rebalance: its new owner re-reads these events.
                 mine = self.assigned()
                 entries = [e for e in entries if e[0].fe.message.tp in mine]
-            await self._process(entries, now)
+            return entries, []
+        await self._start(take)
 
     def _lookup(self, fe, click_id: str) -> dict | None:
         token = _current_event.set(weakref.ref(fe))
@@ -156,11 +193,13 @@ class Forwarder:
         finally:
             _current_event.reset(token)
 
-    async def _process(self, entries: list, now: float) -> None:
+    def _process(self, entries: list, now: float, broken: list) -> Awaitable[None]:
+        """Join and map `entries` (those waiting for their click go to `pending`); returns their
+        delivery, which settles each bundle once its events' outcomes are durable."""
         groups: dict[tuple, list[dict]] = defaultdict(list)
         pixels: dict[tuple, Any] = {}
-        dead: list[tuple[bytes | None, dict]] = []
-        done: list = []
+        dead: list[tuple[bytes | None, dict]] = [record for _, record in broken]
+        done: list = [bundle for bundle, _ in broken]
         m = self.metrics
         for bundle, entry in entries:
             try:
@@ -191,6 +230,10 @@ class Forwarder:
                     body["test_event_code"] = test_code
                 bodies.append((pixels[key], body))
         m.add("batches", len(bodies))
+        return self._deliver(bodies, dead, done, now)
+
+    async def _deliver(self, bodies: list, dead: list, done: list, now: float) -> None:
+        m = self.metrics
         deliveries = await asyncio.gather(*(self.sender.deliver(p, b) for p, b in bodies))
 
         retries = []

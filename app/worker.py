@@ -162,6 +162,7 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
             async for batch in stream.noack_take(_BUNDLES_PER_ROUND, within=settings.batch_window_s):
                 await forwarder.handle(batch)
         finally:
+            await forwarder.drain()
             await sender.close()
 
     @app.task

@@ -57,6 +57,7 @@ def table(r: dict) -> str:
         ("ttbridge, API answering in {} ms".format(at_rtt.get("rtt_ms", "?")),
          f"{_num(at_rtt.get('eps'))} events/s  "
          f"({_num(_ratio(at_rtt.get('eps'), (r.get('naive_at_rtt') or {}).get('eps')), '.0f')}x naive at that latency)"),
+        ("ttbridge, two workers on these cores", f"{_num((r.get('two_workers') or {}).get('eps'))} events/s"),
         ("latency p50 / p95 / p99",
          f"{_num(lat.get('p50'))} / {_num(lat.get('p95'))} / {_num(lat.get('p99'))} ms"
          f"  (at {_num(r.get('latency_offered_eps'))} events/s offered)"),

@@ -143,6 +143,7 @@ class Bench:
             await self._baselines()
             latencies = await self._latency()
             await self._ttbridge_at_rtt()
+            await self._two_workers(worker)
             await self._state(worker)
             await self._recovery()
         finally:
@@ -341,6 +342,43 @@ class Bench:
         r["phase_s"]["ttbridge_at_rtt"] = round(seconds, 2)
         self.say(f"ttbridge (API answering in {NAIVE_RTT_MS} ms): {len(arrivals):,} events accepted in "
                  f"{seconds:.1f} s = {r['ttbridge_at_rtt']['eps']:,.0f} events/s")
+
+    async def _two_workers(self, first: WorkerProcess) -> None:
+        """A second worker joins the same group (its own data dir and port): one burst, both
+        sharing the partitions — how far adding a worker goes on the same two cores. Then it
+        stops and the first worker owns every partition again."""
+        r = self.result
+        env = {**self.env, "TTBRIDGE_DATA_DIR": str(self.workdir / "state-second"),
+               "TTBRIDGE_WEB_PORT": str(free_port())}
+        second = WorkerProcess(env, self.workdir / "worker-second.log")
+        self.stack.workers.append(second)
+        second.start()
+        await second.wait_ready(timeout=180)
+        await first.wait_ready(timeout=180)
+        # A small load first: both groups (faust's and the intake's) have settled once it is through.
+        for count, name in ((1000, "warm-up"), (max(2000, self.opts.n // 2), "burst")):
+            load = make_load(count, self.run_id, time.time(), start=self.next_index)
+            self.next_index += count
+            await produce_fast(self.producer, self.settings.topic_clicks, load.clicks)
+            in_table = r["clicks_in_table"] + len(load.clicks)
+            await wait_count(lambda: self.counts.count(self.changelog), in_table, f"two workers: {name} clicks indexed")
+            r["clicks_in_table"] = in_table + len(load.late_clicks)
+            if name == "burst":
+                self.say(f"two workers: {count:,} conversions in one burst ...")
+                meter = CpuMeter({"worker": first.proc.pid, "second": second.proc.pid,
+                                  "broker": self.stack.broker.pid()}).start()
+            base, t0, _ = await self._burst(load)
+            arrivals: list[Arrival] = []
+            await self._delivered(base, load.joinable, f"two workers: {name}", arrivals)
+        seconds = max(a.received_at for a in arrivals) - t0
+        r["two_workers"] = {"events": len(arrivals), "seconds": round(seconds, 2),
+                            "eps": round(len(arrivals) / seconds, 1), "cpu": meter.stop()}
+        r["phase_s"]["two_workers"] = round(seconds, 2)
+        self.say(f"two workers: {len(arrivals):,} events accepted in {seconds:.1f} s = "
+                 f"{r['two_workers']['eps']:,.0f} events/s (cpu: {r['two_workers']['cpu']})")
+        await asyncio.to_thread(second.stop, 60.0)
+        self.stack.workers.remove(second)
+        await first.wait_ready(timeout=180)
 
     async def _latency(self) -> list[float]:
         r, opts = self.result, self.opts

@@ -93,7 +93,8 @@ def test_report_files_hold_the_required_keys(tmp_path):
               "latency_offered_eps": 1500.0, "rss_mb": 150.4, "recovery_s": 9.24, "quick": True,
               "clicks_in_table": 50000, "fake": "in-process",
               "naive_at_rtt": {"rtt_ms": 50, "eps": 19.0},
-              "ttbridge_at_rtt": {"rtt_ms": 50, "eps": 2850.0, "events": 2850, "seconds": 1.0}}
+              "ttbridge_at_rtt": {"rtt_ms": 50, "eps": 2850.0, "events": 2850, "seconds": 1.0},
+              "two_workers": {"eps": 3500.0, "events": 7000, "seconds": 2.0}}
     write_json(result, tmp_path / "out" / "r.json")
     written = orjson.loads((tmp_path / "out" / "r.json").read_bytes())
     assert written == result
@@ -102,7 +103,8 @@ def test_report_files_hold_the_required_keys(tmp_path):
     for expected in ("100,000 events/s", "1,500 events/s", "3,000 events/s", "0.030", "2.0x",
                      "800 / 1,200 / 1,500 ms", "150 MB", "9.2 s", "1,000 / 2 / in-process",
                      "naive, API answering in 50 ms 19 events/s",
-                     "ttbridge, API answering in 50 ms 2,850 events/s (150x naive at that latency)"):
+                     "ttbridge, API answering in 50 ms 2,850 events/s (150x naive at that latency)",
+                     "ttbridge, two workers on these cores 3,500 events/s"):
         assert expected in " ".join(text.split()), expected
     with pytest.raises(ValueError, match="recovery_s"):
         write_json({k: v for k, v in result.items() if k != "recovery_s"}, tmp_path / "bad.json")

@@ -291,7 +291,6 @@ class Forwarder:
         await write_durably(self.write, writes)
 
 
-
 def _original(entry: dict) -> bytes | None:
     """The event for its dead letter: its JSON as parsed and written again (same keys in the
     same order; whitespace and number spelling may differ from the bytes received)."""

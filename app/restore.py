@@ -21,8 +21,9 @@ import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from rocksdict import WriteBatch
 
-__all__ = ["restore_table"]
+__all__ = ["restore_before_start", "restore_table"]
 
 log = logging.getLogger(__name__)
 
@@ -89,18 +90,16 @@ async def _restore_partition(consumer, tp: TopicPartition, end: int, db, offset_
                                f"at offset {await consumer.position(tp)} of {end}")
 
 
-def _apply(db, offset_key: bytes, records) -> None:
-    from rocksdict import WriteBatch
-
+def _apply(db, offset_key: bytes, records: list) -> None:
+    """One fetch (never empty) and its last offset, in one atomic write."""
     batch = WriteBatch(raw_mode=True)
     for r in records:
         if r.value is None:
             batch.delete(r.key)
         else:
             batch.put(r.key, r.value)
-    if records:
-        batch.put(offset_key, str(records[-1].offset).encode())
-        db.write(batch)
+    batch.put(offset_key, str(records[-1].offset).encode())
+    db.write(batch)
 
 
 def restore_before_start(table, bootstrap: str, partitions: int) -> None:

@@ -14,7 +14,7 @@ from app.bundles import partition_of
 from app.settings import load
 from app.stack import WorkerProcess, produce_json
 from app.topics import create_topics
-from tests.test_pipeline_e2e import PIXEL_A, TOKEN_A, fake, read_all, stack_env, wait_for  # noqa: F401 - fixtures
+from tests.test_pipeline_e2e import PIXEL_A, TOKEN_A, fake, read_all, stack_env, wait_accepted, wait_for  # noqa: F401 - fixtures
 
 NOW = time.time()
 
@@ -63,10 +63,7 @@ async def test_records_from_before_bundles_and_a_malformed_one(kafka_bootstrap, 
             await producer.stop()
         # ... and the worker goes on: a new event through the intake joins the legacy click.
         await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_EVENTS"], [purchase("after-1", "legacy-c")])
-
-        async def all_sent():
-            return len(fake.accepted) >= 3
-        await wait_for(all_sent, 30, "the three good events")
+        await wait_accepted(fake, 3, "the three good events")
     finally:
         assert worker.stop() == 0, worker.log_tail()
     users = {a["event"]["event_id"]: a["event"]["user"] for a in fake.accepted}
@@ -107,15 +104,9 @@ async def test_the_intake_starts_where_the_faust_group_left_off(kafka_bootstrap,
     worker.start()
     try:
         await worker.wait_ready()
-
-        async def two_sent():
-            return len(fake.accepted) >= 2
-        await wait_for(two_sent, 30, "e2 and e3")
+        await wait_accepted(fake, 2, "e2 and e3")
         await produce_json(kafka_bootstrap, topic, [purchase("e4")])  # later events flow as usual
-
-        async def three_sent():
-            return len(fake.accepted) >= 3
-        await wait_for(three_sent, 30, "e4")
+        await wait_accepted(fake, 3, "e4")
     finally:
         assert worker.stop() == 0, worker.log_tail()
     assert sorted(a["event"]["event_id"] for a in fake.accepted) == ["e2", "e3", "e4"]

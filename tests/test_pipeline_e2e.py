@@ -94,6 +94,13 @@ async def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def wait_accepted(fake, n: int, what: str, timeout: float = 30) -> None:
+    """Until the fake Events API has accepted at least `n` events."""
+    async def enough():
+        return len(fake.accepted) >= n
+    await wait_for(enough, timeout, what)
+
+
 def order(i: int, now: float, **extra) -> dict:
     return {"type": "track", "event": "Order Completed", "messageId": f"m-{i}", "timestamp": now - 30,
             "context": {"traits": {"email": f" User{i}@Example.com "}},

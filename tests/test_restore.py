@@ -20,7 +20,7 @@ from app.topics import create_topics
 from app.worker import build_app
 from tests.kafka_util import create_topic
 from tests.test_intake import purchase
-from tests.test_pipeline_e2e import PIXEL_A, TOKEN_A, fake, read_all, stack_env, wait_for  # noqa: F401 - fixtures
+from tests.test_pipeline_e2e import PIXEL_A, TOKEN_A, fake, stack_env, wait_accepted  # noqa: F401 - fixtures
 
 PARTITIONS = 3
 NOW = time.time()
@@ -158,10 +158,7 @@ async def test_a_worker_on_a_restored_table_joins_a_click_it_never_indexed(kafka
         await worker.wait_ready()
         await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_EVENTS"],
                            [purchase("after-restore", "clk-0"), purchase("after-restore-29", "clk-29")])
-
-        async def both_sent():
-            return len(fake.accepted) >= 2
-        await wait_for(both_sent, 30, "the two conversions")
+        await wait_accepted(fake, 2, "the two conversions")
     finally:
         assert worker.stop() == 0, worker.log_tail()
     users = {a["event"]["event_id"]: a["event"]["user"] for a in fake.accepted}

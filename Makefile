@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 install: $(VENV)/.installed
 
 kafka-jars: install
-	$(PY) -c "from app.kafka_local import fetch_jars; print(fetch_jars())"
+	$(PY) -c "from app.devtools.kafka_local import fetch_jars; print(fetch_jars())"
 
 test: install kafka-jars
 	$(PY) -m pytest -q

@@ -10,7 +10,8 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app import demo, fake_tiktok, kafka_local, replay, retrier, topics, worker
+    from app.devtools import demo, fake_tiktok, kafka_local
+    from app.job import replay, retrier, topics, worker
 
     parser = argparse.ArgumentParser(
         prog="ttbridge",

@@ -132,7 +132,7 @@ class Settings:
 
     @property
     def track_url(self) -> str:
-        from app.tiktok import TRACK_PATH
+        from app.tiktok.facts import TRACK_PATH
         return self.api_url.rstrip("/") + TRACK_PATH
 
     @property

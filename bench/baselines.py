@@ -14,8 +14,8 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from app.mapping import MappingConfig, Refusal, map_event
-from app.tiktok import TRACK_PATH
+from app.mapping.events import MappingConfig, Refusal, map_event
+from app.tiktok.facts import TRACK_PATH
 from bench.kafka import TopicCounts
 from bench.load import PIXEL, TOKEN
 

@@ -18,8 +18,8 @@ from typing import NamedTuple
 import aiohttp
 import orjson
 
-from app.fake_tiktok import FakeConfig, FakeTikTok
-from app.kafka_local import free_port
+from app.devtools.fake_tiktok import FakeConfig, FakeTikTok
+from app.devtools.kafka_local import free_port
 from bench.load import PIXEL, TOKEN
 
 __all__ = ["Arrival", "InProcessFake", "SubprocessFake", "make_fake"]

@@ -10,10 +10,10 @@ import time
 
 import orjson
 
-from app import normalise
-from app.decode import decode_click
-from app.mapping import map_event
-from app.worker import mapping_config
+from app.job.worker import mapping_config
+from app.mapping import normalise
+from app.mapping.decode import decode_click
+from app.mapping.events import map_event
 from app.settings import load
 from bench.load import click, event, kind_of
 

@@ -22,12 +22,12 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from app.bundles import partition_of
-from app.decode import decode_click
+from app.devtools.kafka_local import Broker, free_port
+from app.devtools.worker_process import WorkerProcess
+from app.job.bundles import partition_of
+from app.job.topics import create_topics
+from app.mapping.decode import decode_click
 from app.settings import load as load_settings
-from app.stack import WorkerProcess
-from app.topics import create_topics
-from app.kafka_local import Broker, free_port
 from bench.fake import make_fake
 from bench.kafka import produce_fast
 from bench.load import PIXEL, TOKEN, click, event
@@ -97,7 +97,7 @@ async def run(clicks: int, workdir: Path, stack: Stack, profile_dir: Path | None
         rss = memory_mb(worker.proc.pid).get("hwm")
         print(f"recovered and ready in {recovery_s:.1f} s (peak RSS {rss:,.0f} MB, cpu {cpu})")
         for line in (workdir / "worker.log").read_text().splitlines():
-            if "app.restore" in line or "Recovery" in line and "Done reading" in line:
+            if "app.job.restore" in line or "Recovery" in line and "Done reading" in line:
                 print("  worker:", line[:200])
 
         probes = {f"{run_id}-probe-{i}": i for i in (0, clicks - 1)}

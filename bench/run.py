@@ -28,10 +28,10 @@ from typing import Awaitable, Callable
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from app.kafka_local import Broker, BrokerError, free_port
+from app.devtools.kafka_local import Broker, BrokerError, free_port
+from app.devtools.worker_process import WorkerProcess
+from app.job.topics import create_topics
 from app.settings import load as load_settings
-from app.stack import WorkerProcess
-from app.topics import create_topics
 from bench.baselines import ceiling_rate, naive_rate
 from bench.fake import Arrival, SubprocessFake, make_fake
 from bench.kafka import TopicCounts, produce_fast
@@ -182,7 +182,7 @@ class Bench:
                 self.bootstrap = await asyncio.to_thread(self.stack.broker.start)
                 break
             except BrokerError as e:
-                # app.kafka_local draws a random cluster ID; one in 64 starts with "-", which the
+                # app.devtools.kafka_local draws a random cluster ID; one in 64 starts with "-", which the
                 # storage tool takes for an option. A fresh draw fixes it.
                 if attempt == 2 or "formatting the KRaft log dir failed" not in str(e):
                     raise

@@ -8,9 +8,9 @@ from collections import Counter
 import orjson
 import pytest
 
-from app.decode import decode_click, decode_event
-from app.fake_tiktok import check_request
-from app.mapping import MappingConfig, Refusal, map_event
+from app.devtools.fake_tiktok import check_request
+from app.mapping.decode import decode_click, decode_event
+from app.mapping.events import MappingConfig, Refusal, map_event
 from bench.baselines import naive_body
 from bench.load import BAD_KINDS, PIXEL, Pacer, event, kind_of, make_load, sent_at_of
 from bench.profile import hot_spots

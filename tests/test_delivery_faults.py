@@ -9,13 +9,13 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from app.fake_tiktok import FakeConfig, FakeTikTok
-from app.kafka_local import free_port
-from app.records import MAX_ORIGINAL_BYTES, MAX_RECORD_BYTES
+from app.devtools.fake_tiktok import FakeConfig, FakeTikTok
+from app.devtools.kafka_local import free_port
+from app.devtools.worker_process import WorkerProcess, produce_json
+from app.job.records import MAX_ORIGINAL_BYTES, MAX_RECORD_BYTES
+from app.job.topics import create_topics
 from app.settings import load
-from app.stack import WorkerProcess, produce_json
-from app.topics import create_topics
-from tests.test_pipeline_e2e import read_all, wait_for
+from tests.support import read_all, wait_for
 
 TOKEN, PIXEL = "fault-token-0123456789", "FAULTPIXEL000000001"
 
@@ -206,7 +206,7 @@ async def test_retries_exhausted_go_to_the_dlq_with_the_request(kafka_bootstrap,
 async def test_dlq_replay_after_the_fix_delivers_and_twice_sends_nothing_new(kafka_bootstrap, unique, tmp_path, fake):
     import io
 
-    from app.replay import Filter, replay
+    from app.job.replay import Filter, replay
     env = make_env(kafka_bootstrap, unique, tmp_path, fake)
     fake.config.tokens[TOKEN] = frozenset({"SOMEOTHERPIXEL"})  # our pixel not permitted: 40001
     worker = await start_worker(env, tmp_path)

@@ -1,104 +1,16 @@
 """End to end on the real broker and the fake Events API: a worker process, RocksDB tables, six
 partitions, two pixels. Every produced event is accounted for: sent + skipped + dead-lettered."""
 import asyncio
-import hashlib
 import time
 
 import orjson
-import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from app.fake_tiktok import FakeConfig, FakeTikTok
-from app.kafka_local import free_port
+from app.devtools.worker_process import WorkerProcess, produce_json
+from app.job.topics import create_topics
 from app.settings import load
-from app.stack import WorkerProcess, produce_json
-from app.topics import create_topics
-
-TOKEN_A, TOKEN_B = "token-shop-a-0123456789", "token-shop-b-0123456789"
-PIXEL_A, PIXEL_B = "PIXELSHOPA000000001", "PIXELSHOPB000000002"
-
-
-def sha(s: str) -> str:
-    return hashlib.sha256(s.encode()).hexdigest()
-
-
-@pytest.fixture
-async def fake():
-    fake = FakeTikTok(FakeConfig(tokens={TOKEN_A: frozenset({PIXEL_A}), TOKEN_B: frozenset({PIXEL_B})}))
-    base = await fake.start("127.0.0.1", 0)
-    fake.base_url = base
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-def stack_env(kafka_bootstrap, unique, tmp_path, monkeypatch):
-    """Environment of a worker with its own topics, group, state dir and config file."""
-    monkeypatch.setenv("E2E_TOKEN_A", TOKEN_A)
-    monkeypatch.setenv("E2E_TOKEN_B", TOKEN_B)
-    config = tmp_path / "ttbridge.toml"
-    config.write_text(f"""
-[ttbridge]
-batch_window_s = 0.3
-join_wait_s = 4
-partitions = 6
-
-[[pixels]]
-code = "{PIXEL_A}"
-token_env = "E2E_TOKEN_A"
-
-[[pixels]]
-code = "{PIXEL_B}"
-token_env = "E2E_TOKEN_B"
-test_event_code = "TEST777"
-
-[routing]
-path = "properties.site"
-rules = {{ "shop-b" = "{PIXEL_B}" }}
-default = "{PIXEL_A}"
-""")
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TTBRIDGE_CONFIG": str(config),
-        "TTBRIDGE_APP_ID": f"e2e{unique}", "TTBRIDGE_DATA_DIR": str(tmp_path / "state"),
-        "TTBRIDGE_WEB_PORT": str(free_port()),
-        "TTBRIDGE_TOPIC_CLICKS": f"clicks-{unique}", "TTBRIDGE_TOPIC_EVENTS": f"events-{unique}",
-        "TTBRIDGE_TOPIC_RETRY": f"retry-{unique}", "TTBRIDGE_TOPIC_DLQ": f"dlq-{unique}",
-    }
-
-
-async def read_all(bootstrap: str, topic: str, expect: int, timeout: float = 30) -> list[dict]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
-    await consumer.start()
-    out = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(out) < expect and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            out += [orjson.loads(m.value) for msgs in batch.values() for m in msgs]
-        batch = await consumer.getmany(timeout_ms=1000)  # anything beyond what we expect?
-        out += [orjson.loads(m.value) for msgs in batch.values() for m in msgs]
-    finally:
-        await consumer.stop()
-    return out
-
-
-async def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def wait_accepted(fake, n: int, what: str, timeout: float = 30) -> None:
-    """Until the fake Events API has accepted at least `n` events."""
-    async def enough():
-        return len(fake.accepted) >= n
-    await wait_for(enough, timeout, what)
+from tests.support import PIXEL_A, PIXEL_B, TOKEN_A, read_all, sha, wait_for
 
 
 def order(i: int, now: float, **extra) -> dict:

@@ -1,0 +1,171 @@
+"""The intake: clicks and tracking events in, validated, bundled by click ID, out to the
+repartition topics (bad input to the DLQ with its reason).
+
+This stage is stateless, so it needs none of faust's machinery: it is a plain aiokafka consumer
+in its own group ("<app id>-intake") reading a batch at a time. faust's per-message stream path
+cost more than the whole of ttbridge's work on an event (bench/README.md); here a batch of up to
+`batch_max` messages costs one poll, one durable write of its bundles (app.job.bundles) and one
+commit. Offsets are committed only after every write of the batch is durable: a crash or a
+rebalance re-reads the batch (duplicates on the repartition topics, never gaps; event_ids are
+stable, so TikTok drops the second copy).
+
+Upgrading from the version where faust agents read these topics: a partition this group has no
+offset for starts where the faust group ("<app id>") left it, not at the beginning.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.structs import OffsetAndMetadata
+
+from app.job.bundles import Bundler
+from app.job.durable import Write, write_durably
+from app.job.metrics import Metrics
+from app.job.records import dead_letter, encode
+from app.mapping.decode import click_from_landing, decode_click, decode_event
+from app.mapping.events import MappingConfig, Refusal, click_id_of, tiktok_names
+from app.settings import Settings
+
+__all__ = ["Intake"]
+
+log = logging.getLogger(__name__)
+
+# How long a poll waits for a batch to fill: the intake's share of an event's latency.
+POLL_MS = 50
+
+
+class Intake:
+    def __init__(self, settings: Settings, mapping: MappingConfig, write: Write, metrics: Metrics) -> None:
+        self.settings = settings
+        self.mapping = mapping
+        self.write = write
+        self.metrics = metrics
+        self.group = f"{settings.app_id}-intake"
+        # Events without a click ID take the partitions in turn, across polls.
+        self._spread = itertools.cycle(range(settings.partitions))
+        self.topics = (settings.topic_clicks, settings.topic_events)
+
+    async def run(self) -> None:
+        """Until cancelled; a failure (the broker gone for long, a bug) restarts the consumer
+        from its committed offsets after 5 s instead of leaving the topics unread."""
+        while True:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("the intake failed; restarting it in 5 s")
+                await asyncio.sleep(5)
+
+    async def _consume(self) -> None:
+        s = self.settings
+        await _seed_from_faust_group(s, self.group, self.topics)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers, group_id=self.group, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=s.batch_max,
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
+            max_partition_fetch_bytes=2 * s.max_message_bytes)
+        await consumer.start()
+        try:
+            consumer.subscribe(self.topics)
+            while True:
+                batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=s.batch_max)
+                if not batches:
+                    continue
+                await write_durably(self.write, self.decode(batches, time.time()))
+                try:
+                    await consumer.commit({tp: OffsetAndMetadata(msgs[-1].offset + 1, "")
+                                           for tp, msgs in batches.items()})
+                except (CommitFailedError, IllegalStateError) as e:
+                    # A rebalance took the partitions while we wrote: their new owner re-reads
+                    # the batch (duplicates, never gaps).
+                    log.warning("intake commit refused after a rebalance (%s); the batch will be "
+                                "read again", type(e).__name__)
+        finally:
+            await consumer.stop()
+
+    def decode(self, batches: dict, now: float) -> list[tuple]:
+        """Every message of a poll as writes: bundles of valid events and clicks, and dead
+        letters. A bug in decoding dead-letters that message instead of stopping the intake."""
+        bundler, dead = Bundler(self.settings.partitions, self._spread), []
+        clicks_topic = self.settings.topic_clicks
+        for tp, messages in batches.items():
+            decode_one = self._click if tp.topic == clicks_topic else self._event
+            for msg in messages:
+                try:
+                    decode_one(msg, bundler, now)
+                except Refusal as r:
+                    dead += self._refused(msg, r.reason, r.message, now)
+                except Exception as e:  # noqa: BLE001
+                    log.exception("unexpected error decoding a message")
+                    dead += self._refused(msg, "internal_error", f"{type(e).__name__}: {e}", now)
+        return bundler.records() + dead
+
+    def _click(self, msg, bundler: Bundler, now: float) -> None:
+        self.metrics.add("clicks_in")
+        bundler.add_click(*decode_click(msg.value, self.settings.max_message_bytes))
+
+    def _event(self, msg, bundler: Bundler, now: float) -> None:
+        self.metrics.add("events_in")
+        event = decode_event(msg.value, self.settings.max_message_bytes)
+        mapped = bool(tiktok_names(event, self.mapping))
+        landing = click_from_landing(event, self.mapping)
+        if landing is not None:
+            self.metrics.add("clicks_in")
+            bundler.add_click(*landing)
+        if not mapped:
+            self.metrics.add("events_skipped", reason="unmapped")
+            return
+        # The original bytes travel on: no re-serialisation. `at` starts the late-click wait: it
+        # counts from now, not from the record's timestamp, so that a worker catching up after
+        # downtime (or a producer stamping event time) still gives a late click its join_wait.
+        bundler.add_event(click_id_of(event, self.mapping), msg.value, now, _source(msg))
+
+    def _refused(self, msg, reason: str, message: str, now: float) -> list[tuple]:
+        self.metrics.add("dead_letters", reason=reason)
+        return [("dlq", msg.topic.encode(), value) for value in encode(dead_letter(
+            reason, message, "decode", now, source=_source(msg), original=msg.value or b""))]
+
+
+def _source(msg) -> dict:
+    return {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+
+
+async def _seed_from_faust_group(settings: Settings, group: str, topics: tuple[str, ...]) -> None:
+    """Give `group` the faust group's offsets for the partitions it has none for (the first
+    start after the upgrade). Done before joining: aiokafka starts fetching a new assignment
+    before a rebalance listener could seek, so seeking there would race the reset to earliest."""
+    # Any error here raises: joining without the seed would re-read the input topics from the
+    # beginning (Intake.run tries again in 5 s).
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        await admin.start()
+        ours = await admin.list_consumer_group_offsets(group)
+        theirs = await admin.list_consumer_group_offsets(settings.app_id)
+    finally:
+        await admin.close()
+    seed = {tp: OffsetAndMetadata(meta.offset, "") for tp, meta in theirs.items()
+            if tp.topic in topics and meta.offset >= 0 and ours.get(tp, _NONE).offset < 0}
+    if not seed:
+        return
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(seed))
+        await consumer.commit(seed)
+        log.warning("%s starts where %s left %d partitions", group, settings.app_id, len(seed))
+    except CommitFailedError:  # another worker's intake joined meanwhile: the group has offsets
+        log.warning("%s: another member seeded the group first", group)
+    finally:
+        await consumer.stop()
+
+
+_NONE = OffsetAndMetadata(-1, "")

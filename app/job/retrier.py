@@ -1,0 +1,213 @@
+"""The retry tiers: re-send failed requests after a fixed delay per tier, then give up to the DLQ.
+
+Each tier is its own topic with one delay, so records sit in order of due time. The consumer is
+plain aiokafka in its own group ("<app id>-retry"): a record that is not due pauses its partition
+until it is (instead of sleeping in the poll loop), so waiting never stalls the main job's
+rebalances, this group's heartbeats, or shutdown. Offsets are committed only after a record's
+outcome is durable: delivered, or written to the next tier or the DLQ.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from app.job.durable import BatchWriter, write_durably
+from app.job.metrics import Metrics
+from app.job.records import dead_letter, dead_letter_from_retry, encode, retry_record
+from app.settings import Settings
+from app.tiktok.outcomes import Action
+from app.tiktok.sender import Sender
+
+__all__ = ["Retrier", "next_step", "parse_retry_record", "register"]
+
+log = logging.getLogger(__name__)
+
+# Token errors keep their data on the slowest tier while the operator fixes the token — but not
+# forever: past this age they are dead-lettered ("hold_expired") and can be replayed.
+MAX_HOLD_S = 7 * 86400
+
+
+def next_step(record: dict, action: Action, now: float, tiers: tuple[float, ...]) -> tuple[str, int]:
+    """Where a failed retry goes: ("retry", tier index) or ("dlq", -1).
+
+    `attempt` counts sends so far; tier i (0-based) waits tiers[i] and holds attempt i + 1.
+    """
+    attempt = record["attempt"]
+    if action is Action.HOLD:
+        if now - record["first_failed_at"] > MAX_HOLD_S:
+            return "dlq", -1
+        return "retry", len(tiers) - 1
+    if action is Action.RETRY and attempt < len(tiers):
+        return "retry", attempt
+    return "dlq", -1
+
+
+def parse_retry_record(raw: bytes | None) -> dict | None:
+    """The record, or None when it is not one we can send (written by hand, or by a bug)."""
+    try:
+        record = orjson.loads(raw)
+        request = record["request"]
+        ok = (isinstance(request, dict) and isinstance(request.get("data"), list) and request["data"]
+              and isinstance(record["pixel_code"], str) and type(record["attempt"]) is int
+              and all(isinstance(record[k], (int, float)) for k in ("not_before", "first_failed_at")))
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return None
+    return record if ok else None
+
+
+class Retrier:
+    def __init__(self, settings: Settings, sender: Sender, metrics: Metrics) -> None:
+        from app.job.topics import retry_tier_topic
+
+        self.settings = settings
+        self.sender = sender
+        self.metrics = metrics
+        self.tiers = settings.retry_tiers_s
+        self.topics = [retry_tier_topic(settings, i + 1) for i in range(len(self.tiers))]
+        self._producer: AIOKafkaProducer | None = None
+
+    async def run(self) -> None:
+        """Run every tier until cancelled."""
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers,
+                                          acks="all", linger_ms=5)
+        await self._producer.start()
+        topics = [*self.topics, self.settings.topic_dlq]
+        self._write = BatchWriter(lambda: self._producer, {t: t for t in topics})
+        try:
+            await asyncio.gather(*(self._supervise(t) for t in self.topics))
+        finally:
+            await self._producer.stop()
+
+    async def _supervise(self, topic: str) -> None:
+        """A tier that fails (a failed commit in a rebalance, the broker gone for long) starts
+        again from its committed offsets instead of leaving its records unsent."""
+        while True:
+            try:
+                await self._run_tier(topic)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("retry tier %s failed; restarting it in 5 s", topic)
+                await asyncio.sleep(5)
+
+    async def _run_tier(self, topic: str) -> None:
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=self.settings.bootstrap_servers,
+            # A group per tier: a tier's rebalance never disturbs another tier or the main job.
+            group_id=f"{self.settings.app_id}-{topic}", enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=self.settings.batch_max)
+        await consumer.start()
+        resume_at: dict[TopicPartition, float] = {}
+        try:
+            while True:
+                now = time.time()
+                for tp, at in list(resume_at.items()):
+                    if at <= now:
+                        del resume_at[tp]
+                        if tp in consumer.assignment():
+                            consumer.resume(tp)
+                batches = await consumer.getmany(timeout_ms=500)
+                due = []
+                for tp, messages in batches.items():
+                    for msg in messages:
+                        record = parse_retry_record(msg.value)
+                        if record is not None and record["not_before"] > now:
+                            # Not due: rewind to it and pause this partition until it is.
+                            consumer.seek(tp, msg.offset)
+                            consumer.pause(tp)
+                            resume_at[tp] = record["not_before"]
+                            break
+                        due.append((tp, msg, record))
+                if due:
+                    await self._handle(due)
+                    offsets = {}
+                    for tp, msg, _ in due:
+                        offsets[tp] = OffsetAndMetadata(msg.offset + 1, "")
+                    await consumer.commit(offsets)
+        finally:
+            await consumer.stop()
+
+    async def _handle(self, due: list) -> None:
+        outcomes = await asyncio.gather(*(self._resend(record) for _, _, record in due if record))
+        writes = [w for ws in outcomes for w in ws]
+        for tp, msg, record in due:
+            if record is None:
+                self.metrics.add("dead_letters", reason="invalid_retry_record")
+                writes += [(self.settings.topic_dlq, tp.topic.encode(), value) for value in encode(dead_letter(
+                    "invalid_retry_record", "not a retry record (see topics/tiktok-retry.json)", "retry",
+                    time.time(), source={"topic": tp.topic, "partition": tp.partition, "offset": msg.offset},
+                    original=msg.value or b""))]
+        # Wait for every write before the caller commits: the records live on in Kafka.
+        await write_durably(self._write, writes)
+
+    async def _resend(self, record: dict) -> list[tuple[str, bytes, bytes]]:
+        """Send one retry record; return the writes its outcome needs (next tier or DLQ)."""
+        now = time.time()
+        pixel_code = record["pixel_code"]
+        key = pixel_code.encode()
+        dlq = self.settings.topic_dlq
+        m = self.metrics
+        pixel = self.settings.pixels.get(pixel_code)
+        if pixel is None:
+            m.add("dead_letters", reason="unknown_pixel")
+            return [(dlq, key, value) for value in encode(dead_letter_from_retry(
+                record, "unknown_pixel", f"pixel {pixel_code} is no longer configured", now))]
+        delivery = await self.sender.deliver(pixel, record["request"])
+        m.add("events_sent", delivery.accepted)
+        m.add("requests", delivery.requests)
+        writes = []
+        for body, answer in delivery.retry:
+            step, tier = next_step(record, answer.verdict.action, now, self.tiers)
+            if step == "retry":
+                m.add("events_retrying", len(body["data"]))
+                # A token hold does not use up attempts: the events did nothing wrong.
+                attempt = record["attempt"] + (answer.verdict.action is not Action.HOLD)
+                writes += [(self.topics[tier], key, value) for value in encode(retry_record(
+                    body, pixel_code, attempt, now + self.tiers[tier],
+                    record["first_failed_at"], answer.error()))]
+            else:
+                reason = "hold_expired" if answer.verdict.action is Action.HOLD else "retries_exhausted"
+                m.add("dead_letters", reason=reason)
+                dead = dead_letter_from_retry({**record, "request": body, "attempt": record["attempt"] + 1},
+                                              reason, f"{answer.verdict.reason}: {answer.message}", now,
+                                              code=answer.code)
+                writes += [(dlq, key, value) for value in encode(dead)]
+        for body, answer in delivery.dead:
+            m.add("dead_letters", reason=answer.verdict.reason)
+            dead = dead_letter_from_retry({**record, "request": body, "attempt": record["attempt"] + 1},
+                                          answer.verdict.reason, answer.message, now, code=answer.code)
+            writes += [(dlq, key, value) for value in encode(dead)]
+        return writes
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("retry-worker", help="run only the retry tiers (the worker runs them too)",
+                              description="Consume the retry tier topics and re-send when due.")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    from app.settings import SettingsError, load
+
+    settings = load()
+    if not settings.pixels:
+        raise SettingsError("TIKTOK_PIXEL_CODE: set it (with TIKTOK_ACCESS_TOKEN), or configure [[pixels]]")
+    logging.basicConfig(level=logging.WARNING, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+
+    async def main() -> None:
+        sender = Sender(settings)
+        try:
+            await Retrier(settings, sender, Metrics()).run()
+        finally:
+            await sender.close()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    return 0

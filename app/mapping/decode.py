@@ -1,0 +1,100 @@
+"""Decode and validate raw Kafka messages: tracking events and clicks.
+
+Anything unusable raises Refusal with a machine-readable reason; the caller dead-letters it with
+the original bytes. Plain functions over bytes and dicts: this is the hot path.
+"""
+from __future__ import annotations
+
+import orjson
+
+from app.mapping.events import MappingConfig, Refusal, click_id_of, parse_timestamp, ttclid_from_url
+
+__all__ = ["decode_event", "decode_click", "click_from_landing", "DECODE_REASONS"]
+
+DECODE_REASONS = (
+    "too_large",           # the message is over max_message_bytes
+    "invalid_json",        # not JSON (or not UTF-8)
+    "not_an_object",       # JSON, but not an object
+    "missing_event_name",  # a tracking event without `event` (Segment track events need one)
+    "invalid_event_name",  # `event` is not a string
+    "missing_click_id",    # a click without click_id
+    "invalid_click",       # a click field of the wrong type
+    "invalid_timestamp",   # a click whose timestamp is not a time
+    "invalid_field",       # `type` is not a string
+)
+
+_CLICK_ID_AT_TOP = MappingConfig(click_id_paths=("click_id",))
+_CLICK_TEXT_FIELDS = ("ttclid", "ttp", "ip", "user_agent", "url", "referrer")
+
+
+def _object(raw: bytes, max_bytes: int) -> dict:
+    if raw is None:
+        raise Refusal("invalid_json", "empty message (a tombstone?)")
+    if len(raw) > max_bytes:
+        raise Refusal("too_large", f"message is {len(raw)} bytes, the limit is {max_bytes}")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise Refusal("invalid_json", str(e)) from None
+    if not isinstance(doc, dict):
+        raise Refusal("not_an_object", f"expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def decode_event(raw: bytes, max_bytes: int) -> dict:
+    """A Segment-spec event. Only page/identify/screen calls may lack `event`."""
+    event = _object(raw, max_bytes)
+    kind = event.get("type", "track")
+    if kind is None:
+        kind = "track"
+    elif not isinstance(kind, str):
+        raise Refusal("invalid_field", f"type: expected a string, got {type(kind).__name__}")
+    name = event.get("event")
+    if name is not None and not isinstance(name, str):
+        raise Refusal("invalid_event_name", f"event: expected a string, got {type(name).__name__}")
+    if (name is None or not name.strip()) and kind == "track":
+        raise Refusal("missing_event_name", "event: missing")
+    return event
+
+
+def decode_click(raw: bytes, max_bytes: int) -> tuple[str, dict]:
+    """(click_id, the record stored in the clicks table)."""
+    doc = _object(raw, max_bytes)
+    # The same reading of the ID as on the conversion side (1234.0 and "1234" are one click).
+    click_id = click_id_of(doc, _CLICK_ID_AT_TOP)
+    if click_id is None:
+        raise Refusal("missing_click_id", "click_id: missing or not a string")
+    for key in _CLICK_TEXT_FIELDS:
+        value = doc.get(key)
+        if value is not None and not isinstance(value, str):
+            raise Refusal("invalid_click", f"{key}: expected a string, got {type(value).__name__}")
+    # The timestamp must be a time: a click of unknown age can't be held to the attribution window.
+    clicked_at = parse_timestamp(doc.get("timestamp"), "timestamp")
+    record = {
+        "ttclid": doc.get("ttclid") or ttclid_from_url(doc.get("url")),
+        "ttp": doc.get("ttp"), "clicked_at": clicked_at, "ip": doc.get("ip"),
+        "user_agent": doc.get("user_agent"), "url": doc.get("url"), "referrer": doc.get("referrer"),
+    }
+    return click_id, {k: v for k, v in record.items() if v is not None}
+
+
+def click_from_landing(event: dict, config: MappingConfig) -> tuple[str, dict] | None:
+    """A tracking event with a click ID and a ttclid in its page URL is a landing: record it."""
+    context = event.get("context")
+    page = context.get("page") if isinstance(context, dict) else None
+    url = page.get("url") if isinstance(page, dict) else None
+    ttclid = ttclid_from_url(url)
+    if ttclid is None:
+        return None
+    click_id = click_id_of(event, config)
+    if click_id is None:
+        return None
+    try:
+        clicked_at = parse_timestamp(event.get("timestamp") or event.get("originalTimestamp"))
+    except Refusal:
+        return None  # the event itself will be refused with its reason downstream
+    record = {"ttclid": ttclid, "clicked_at": clicked_at, "url": url,
+              "ip": context.get("ip"), "user_agent": context.get("userAgent"),
+              "referrer": page.get("referrer"), "ttp": (event.get("properties") or {}).get("ttp")
+              if isinstance(event.get("properties"), dict) else None}
+    return click_id, {k: v for k, v in record.items() if isinstance(v, (str, float))}

@@ -1,0 +1,164 @@
+"""The intake and the repartition topics on the real broker with a worker process: records
+written before bundles are still forwarded, a malformed record is dead-lettered and the worker
+goes on, the intake starts where the faust group left the input topics, and a bundle is
+committed only when its last event has its outcome."""
+import asyncio
+import time
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from app.devtools.worker_process import WorkerProcess, produce_json
+from app.job.bundles import partition_of
+from app.job.topics import create_topics
+from app.settings import load
+from tests.support import PIXEL_A, TOKEN_A, read_all, wait_accepted, wait_for
+
+NOW = time.time()
+
+
+def purchase(message_id: str, click_id: str | None = None) -> dict:
+    event = {"type": "track", "event": "Order Completed", "messageId": message_id, "timestamp": NOW - 30,
+             "context": {"traits": {"email": f"{message_id}@example.com"}},
+             "properties": {"value": 10, "currency": "EUR"}}
+    if click_id:
+        event["properties"]["click_id"] = click_id
+    return event
+
+
+async def test_records_from_before_bundles_and_a_malformed_one(kafka_bootstrap, fake, stack_env, tmp_path):
+    env = {**stack_env, "TIKTOK_API_URL": fake.base_url}
+    await create_topics(load(env))
+    app_id = env["TTBRIDGE_APP_ID"]
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        await worker.wait_ready()
+        # What the previous version left: one click and one event per record, keyed by click ID.
+        await produce_json(kafka_bootstrap, f"{app_id}-clicks-by-click-id",
+                           [{"ttclid": "E.C.P.legacy", "clicked_at": NOW - 60}], key="legacy-c")
+        await produce_json(kafka_bootstrap, f"{app_id}-events-by-click-id",
+                           [purchase("legacy-1", "legacy-c")], key="legacy-c")
+        bundle = [("ttbridge-bundle", b"1")]
+        good = partition_of("bundle-c", 6)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(f"{app_id}-events-by-click-id", b"{not json",
+                                         headers=bundle, partition=0)
+            # A bundle of clicks with one broken entry: the other click is still stored.
+            await producer.send_and_wait(f"{app_id}-clicks-by-click-id", orjson.dumps({"clicks": [
+                ["only-one-item"], ["bundle-c", {"ttclid": "E.C.P.bundle", "clicked_at": NOW - 60}]]}),
+                headers=bundle, partition=good)
+            # A bundle of events where one entry lacks its wait start: that one is dead-lettered
+            # with its event and origin, the other is sent.
+            source = {"topic": "events-x", "partition": 3, "offset": 77}
+            await producer.send_and_wait(f"{app_id}-events-by-click-id", orjson.dumps({"events": [
+                {"click_id": "bundle-c", "at": NOW, "source": source, "event": purchase("bundle-1", "bundle-c")},
+                {"click_id": "no-such-click", "source": source, "event": purchase("bundle-2", "no-such-click")}]}),
+                headers=bundle, partition=good)
+        finally:
+            await producer.stop()
+        # ... and the worker goes on: a new event through the intake joins the legacy click.
+        await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_EVENTS"], [purchase("after-1", "legacy-c")])
+        await wait_accepted(fake, 3, "the three good events")
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    users = {a["event"]["event_id"]: a["event"]["user"] for a in fake.accepted}
+    assert sorted(users) == ["after-1", "bundle-1", "legacy-1"]
+    assert users["after-1"]["ttclid"] == users["legacy-1"]["ttclid"] == "E.C.P.legacy"
+    assert users["bundle-1"]["ttclid"] == "E.C.P.bundle"
+    dead = sorted(await read_all(kafka_bootstrap, env["TTBRIDGE_TOPIC_DLQ"], 2), key=lambda d: d["original"] != "{not json")
+    assert [(d["reason"], d["stage"]) for d in dead] == [("internal_error", "map")] * 2
+    assert dead[0]["original"] == "{not json"
+    assert dead[0]["source"] == {"topic": f"{app_id}-events-by-click-id", "partition": 0, "offset": 0}
+    assert orjson.loads(dead[1]["original"]) == purchase("bundle-2", "no-such-click")
+    assert dead[1]["source"] == {"topic": "events-x", "partition": 3, "offset": 77}
+
+
+async def test_the_intake_starts_where_the_faust_group_left_off(kafka_bootstrap, fake, stack_env, tmp_path):
+    env = {**stack_env, "TIKTOK_API_URL": fake.base_url}
+    await create_topics(load(env))
+    topic = env["TTBRIDGE_TOPIC_EVENTS"]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for i in range(4):
+            await producer.send_and_wait(topic, orjson.dumps(purchase(f"e{i}")), partition=0)
+    finally:
+        await producer.stop()
+    # The version before the intake read this topic in the faust group and got past e0 and e1.
+    tp = TopicPartition(topic, 0)
+    old = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=env["TTBRIDGE_APP_ID"],
+                           enable_auto_commit=False)
+    await old.start()
+    try:
+        old.assign([tp])
+        await old.commit({tp: 2})
+    finally:
+        await old.stop()
+
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        await worker.wait_ready()
+        await wait_accepted(fake, 2, "e2 and e3")
+        await produce_json(kafka_bootstrap, topic, [purchase("e4")])  # later events flow as usual
+        await wait_accepted(fake, 3, "e4")
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    assert sorted(a["event"]["event_id"] for a in fake.accepted) == ["e2", "e3", "e4"]
+    assert (fake.stats()["events_accepted"], fake.stats()["duplicates"]) == (3, 0)
+
+
+async def test_a_bundle_is_committed_only_once_its_late_event_is_sent(kafka_bootstrap, fake, stack_env, tmp_path):
+    # Two conversions on one partition, so one bundle: the first joins its click at once, the
+    # second waits for a click that comes 5 s later. The bundle's offset must not be committed
+    # while the second waits (a crash then would lose it), and must be once it is sent.
+    config = tmp_path / "late.toml"
+    config.write_text("[ttbridge]\nbatch_window_s = 0.2\njoin_wait_s = 60\npartitions = 6\n")
+    env = {**stack_env, "TTBRIDGE_CONFIG": str(config), "TIKTOK_API_URL": fake.base_url,
+           "TIKTOK_ACCESS_TOKEN": TOKEN_A, "TIKTOK_PIXEL_CODE": PIXEL_A}
+    await create_topics(load(env))
+    app_id = env["TTBRIDGE_APP_ID"]
+    first = "click-0"
+    second = next(f"click-{i}" for i in range(1, 1000) if partition_of(f"click-{i}", 6) == partition_of(first, 6))
+    tp = TopicPartition(f"{app_id}-events-by-click-id", partition_of(first, 6))
+    await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_CLICKS"],
+                       [{"click_id": first, "ttclid": "E.C.P.first", "timestamp": NOW - 60}])
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        await worker.wait_ready()
+        await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_EVENTS"],
+                           [purchase("joined-1", first), purchase("late-1", second)])
+
+        async def first_sent():
+            return len(fake.accepted) == 1
+        await wait_for(first_sent, 30, "the joined conversion")
+        await asyncio.sleep(5)  # faust commits acked offsets every 2.8 s
+        assert await committed(kafka_bootstrap, app_id, tp) is None
+        assert (await worker.stats())["pending"] == 1
+
+        await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_CLICKS"],
+                           [{"click_id": second, "ttclid": "E.C.P.second", "timestamp": NOW}])
+
+        async def bundle_committed():
+            return await committed(kafka_bootstrap, app_id, tp) == 1
+        await wait_for(bundle_committed, 30, "the bundle's commit")
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    users = {a["event"]["event_id"]: a["event"]["user"]["ttclid"] for a in fake.accepted}
+    assert users == {"joined-1": "E.C.P.first", "late-1": "E.C.P.second"}
+
+
+async def committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    meta = offsets.get(tp)
+    return meta.offset if meta is not None and meta.offset >= 0 else None

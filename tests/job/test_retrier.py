@@ -1,0 +1,83 @@
+"""The retry tiers' decisions, and `ttbridge retry-worker` running alone."""
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from app.devtools.fake_tiktok import FakeConfig, FakeTikTok
+from app.devtools.worker_process import produce_json
+from app.job.records import error_info, retry_record
+from app.job.retrier import MAX_HOLD_S, next_step
+from app.job.topics import create_topics, retry_tier_topic
+from app.settings import load
+from app.tiktok.outcomes import Action
+from tests.support import read_all
+
+TIERS = (30.0, 300.0, 1800.0, 7200.0)
+
+
+def rec(attempt: int, first_failed_at: float = 1000.0) -> dict:
+    return {"attempt": attempt, "first_failed_at": first_failed_at}
+
+
+@pytest.mark.parametrize("attempt, action, expected", [
+    (1, Action.RETRY, ("retry", 1)),   # tier 1 failed again: tier 2
+    (3, Action.RETRY, ("retry", 3)),   # tier 3 failed: the last tier
+    (4, Action.RETRY, ("dlq", -1)),    # the last tier failed: dead-lettered
+    (1, Action.HOLD, ("retry", 3)),    # token trouble: straight to the slowest tier
+    (9, Action.HOLD, ("retry", 3)),    # ...however often, while the hold is young
+    (1, Action.DEAD, ("dlq", -1)),
+])
+def test_next_step(attempt, action, expected):
+    assert next_step(rec(attempt), action, 2000.0, TIERS) == expected
+
+
+def test_a_hold_older_than_the_limit_is_dead_lettered():
+    assert next_step(rec(1, first_failed_at=0.0), Action.HOLD, MAX_HOLD_S + 1, TIERS) == ("dlq", -1)
+
+
+def test_tier_topics_are_named_after_the_retry_topic():
+    s = load({"TTBRIDGE_TOPIC_RETRY": "r"})
+    assert [retry_tier_topic(s, t) for t in (1, 2, 3, 4)] == ["r", "r-2", "r-3", "r-4"]
+
+
+async def test_retry_worker_alone_resends_a_due_record(kafka_bootstrap, unique, tmp_path):
+    token, pixel = "retry-token-0123456789", "RETRYPIXEL000000001"
+    fake = FakeTikTok(FakeConfig(tokens={token: frozenset({pixel})}))
+    base = await fake.start("127.0.0.1", 0)
+    config = tmp_path / "t.toml"
+    config.write_text("[ttbridge]\nretry_tiers_s = [0.2, 0.2]\n")
+    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TIKTOK_API_URL": base, "TIKTOK_ACCESS_TOKEN": token,
+           "TIKTOK_PIXEL_CODE": pixel, "TTBRIDGE_CONFIG": str(config), "TTBRIDGE_APP_ID": f"r{unique}",
+           "TTBRIDGE_TOPIC_RETRY": f"retry-{unique}", "TTBRIDGE_TOPIC_DLQ": f"dlq-{unique}",
+           "TTBRIDGE_TOPIC_CLICKS": f"clicks-{unique}", "TTBRIDGE_TOPIC_EVENTS": f"events-{unique}"}
+    await create_topics(load(env))
+    now = time.time()
+    body = {"event_source": "web", "event_source_id": pixel,
+            "data": [{"event": "Purchase", "event_time": int(now), "event_id": "retried-1"}]}
+    # Junk on the retry topic (written by hand, or by a bug) is dead-lettered, never a crash.
+    junk = [b"not json", b'{"request": null, "pixel_code": "P", "attempt": 1, "not_before": 0, "first_failed_at": 0}']
+    await produce_json(kafka_bootstrap, f"retry-{unique}", [*junk, retry_record(
+        body, pixel, 1, now + 0.5, now, error_info("server_error", "Internal error", 50000, 200))], key=pixel)
+    proc = subprocess.Popen([sys.executable, "-m", "app", "retry-worker"], env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60  # a start-up and a group join, on a busy machine too
+        while not fake.accepted and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        received = time.time()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0].decode()
+        await fake.stop()
+    assert [a["event"]["event_id"] for a in fake.accepted] == ["retried-1"]
+    dead = await read_all(kafka_bootstrap, f"dlq-{unique}", 2)
+    assert [(d["reason"], d["stage"], d["original"], d["source"]["offset"]) for d in dead] == [
+        ("invalid_retry_record", "retry", junk[0].decode(), 0), ("invalid_retry_record", "retry", junk[1].decode(), 1)]
+    assert fake.accepted[0]["received_at"] >= now + 0.5  # not before it was due
+    assert received - now < 45  # sent from the first tier (0.2 s), not held back
+    assert token not in out

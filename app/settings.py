@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-__all__ = ["Secret", "Pixel", "Routing", "Settings", "SettingsError", "load"]
+if TYPE_CHECKING:
+    from app.mapping.config import MappingConfig
+
+__all__ = ["Secret", "Pixel", "Routing", "Settings", "SettingsError", "load", "mapping_config"]
 
 
 class SettingsError(ValueError):
@@ -268,3 +271,20 @@ def _from_toml(doc: dict[str, Any]) -> dict[str, Any]:
             events[name] = names
         out["event_map"] = events
     return out
+
+
+def mapping_config(settings: Settings) -> MappingConfig:
+    """The mapping's configuration from the settings (validated: SettingsError naming the key)."""
+    from app.mapping.config import MappingConfig
+
+    doc = {"click_id_paths": list(settings.click_id_paths),
+           "attribution_window_s": settings.attribution_window_days * 86400,
+           "max_event_age_s": settings.max_event_age_days * 86400}
+    if settings.default_region:
+        doc["default_region"] = settings.default_region
+    if settings.event_map:
+        doc["events"] = {k: list(v) for k, v in settings.event_map.items()}
+    try:
+        return MappingConfig.from_dict(doc)
+    except ValueError as e:
+        raise SettingsError(f"TTBRIDGE_CONFIG {e}") from None

@@ -10,11 +10,10 @@ import time
 
 import orjson
 
-from app.job.worker import mapping_config
 from app.mapping import normalise
 from app.mapping.decode import decode_click
 from app.mapping.events import map_event
-from app.settings import load
+from app.settings import load, mapping_config
 from bench.load import click, event, kind_of
 
 ROUNDS = 6

@@ -30,6 +30,7 @@ from app.job.records import dead_letter, encode, retry_record
 from app.mapping.events import MappingConfig, Refusal, has_identifier, map_event
 from app.mapping.routing import Router
 from app.settings import Settings
+from app.tiktok.requests import request_bodies
 from app.tiktok.sender import Sender
 
 __all__ = ["Forwarder", "read_click", "source_of"]
@@ -221,15 +222,8 @@ class Forwarder:
                 pixels[key] = pixel
                 groups[key].extend(items)
 
-        bodies = []
-        size = self.settings.batch_max
-        for key, items in groups.items():
-            source, code, test_code = key
-            for i in range(0, len(items), size):
-                body = {"event_source": source, "event_source_id": code, "data": items[i:i + size]}
-                if test_code:
-                    body["test_event_code"] = test_code
-                bodies.append((pixels[key], body))
+        bodies = [(pixels[key], body) for key, items in groups.items()
+                  for body in request_bodies(key, items, self.settings.batch_max)]
         m.add("batches", len(bodies))
         return self._deliver(bodies, dead, done, now)
 

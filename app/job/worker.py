@@ -20,11 +20,10 @@ from app.job.forwarder import Forwarder, read_click
 from app.job.intake import Intake
 from app.job.metrics import Metrics
 from app.job.retrier import Retrier
-from app.mapping.events import MappingConfig
-from app.settings import Settings, SettingsError
+from app.settings import Settings, SettingsError, mapping_config
 from app.tiktok.sender import Sender
 
-__all__ = ["build_app", "mapping_config", "register"]
+__all__ = ["build_app", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +39,6 @@ _RECHECK_S = 0.5
 # once or twice, so small memtables and caches cost little in speed. Per partition at most
 # 2 × 4 MB of memtables and 8 MB of cache: 96 MB for the default 6 partitions.
 _ROCKSDB = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 8 << 20}
-
-
-def mapping_config(settings: Settings) -> MappingConfig:
-    doc = {"click_id_paths": list(settings.click_id_paths),
-           "attribution_window_s": settings.attribution_window_days * 86400,
-           "max_event_age_s": settings.max_event_age_days * 86400}
-    if settings.default_region:
-        doc["default_region"] = settings.default_region
-    if settings.event_map:
-        doc["events"] = {k: list(v) for k, v in settings.event_map.items()}
-    try:
-        return MappingConfig.from_dict(doc)
-    except ValueError as e:
-        raise SettingsError(f"TTBRIDGE_CONFIG {e}") from None
 
 
 def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:

@@ -9,8 +9,7 @@ import orjson
 
 from app.job.forwarder import ROUNDS_IN_FLIGHT, Forwarder
 from app.job.metrics import Metrics
-from app.job.worker import mapping_config
-from app.settings import load
+from app.settings import load, mapping_config
 from app.tiktok.sender import Delivery
 
 NOW = time.time()

@@ -97,7 +97,7 @@ async def run(clicks: int, workdir: Path, stack: Stack, profile_dir: Path | None
         rss = memory_mb(worker.proc.pid).get("hwm")
         print(f"recovered and ready in {recovery_s:.1f} s (peak RSS {rss:,.0f} MB, cpu {cpu})")
         for line in (workdir / "worker.log").read_text().splitlines():
-            if "app.job.restore" in line or "Recovery" in line and "Done reading" in line:
+            if "app.job.clicks" in line or "Recovery" in line and "Done reading" in line:
                 print("  worker:", line[:200])
 
         probes = {f"{run_id}-probe-{i}": i for i in (0, clicks - 1)}

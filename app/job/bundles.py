@@ -1,30 +1,28 @@
 """The records of the two repartition topics: many events (or clicks) of one partition per record.
 
 Why: faust's per-message stream path costs more than everything ttbridge does with an event
-(bench/README.md, profile). The decode stages read a batch, put every event or click on the
-partition of its click ID, and write one record per partition; the stages reading the
+(bench/README.md, profile). The intake reads a batch, puts every event or click on the
+partition of its click ID, and writes one record per partition; the agents reading the
 repartition topics pay faust's per-message cost once per bundle instead of once per event.
 
 The join still works as DESIGN.md says: a bundle holds only click IDs of its own partition,
 chosen by Kafka's default partitioner (murmur2 of the click ID), so events and clicks stay
 co-partitioned with each other and with the clicks table's changelog.
 
-A bundle carries the header `ttbridge-bundle: 1`. A record without it is one event or one click
-keyed by its click ID (what ttbridge wrote before bundles), read the same way, so an upgrade
-finds the records the previous version left on the topics.
+Three kinds of bundle, each a JSON object with one key: {"events": [entry, ...]} (entries as
+`Bundler.add_event` describes), {"clicks": [[click_id, record], ...]} and {"expired":
+[click_id, ...]} (the sweeper's deletions of clicks past the attribution window).
 """
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterator
+from typing import Iterator, NamedTuple
 
 import orjson
 from aiokafka.partitioner import murmur2
 
-__all__ = ["BUNDLE_HEADER", "MAX_BUNDLE_BYTES", "partition_of", "Bundler", "is_bundle",
-           "unbundle_events", "unbundle_clicks"]
+__all__ = ["MAX_BUNDLE_BYTES", "partition_of", "Bundler", "read_events", "read_clicks", "ClickBundle"]
 
-BUNDLE_HEADER = ("ttbridge-bundle", b"1")
 # Well under Kafka's 1 MB record limit; one event is at most 512 KiB (settings.MAX_MESSAGE_BYTES),
 # so every event fits in a bundle of its own.
 MAX_BUNDLE_BYTES = 768 * 1024
@@ -37,13 +35,14 @@ def partition_of(click_id: str, partitions: int) -> int:
 
 
 class Bundler:
-    """Collects one batch's events and clicks per partition; `records()` gives the bundles as
-    writes for app.job.durable (role, key, value, partition, headers)."""
+    """Collects one batch's events, clicks or expiries per partition; `records()` gives the
+    bundles as writes for app.job.durable (role, key, value, partition)."""
 
     def __init__(self, partitions: int, spread: Iterator[int] | None = None) -> None:
         self.partitions = partitions
         self._events: dict[int, list[dict]] = {}
         self._clicks: dict[int, list[list]] = {}
+        self._expired: dict[int, list[str]] = {}
         # Events without a click ID take the partitions in turn; the caller may share one turn
         # across batches, so that a trickle of them does not all land on partition 0.
         self._spread = spread if spread is not None else itertools.cycle(range(partitions))
@@ -56,15 +55,21 @@ class Bundler:
             {"click_id": click_id, "at": at, "source": source, "event": orjson.Fragment(raw)})
 
     def add_click(self, click_id: str, record: dict) -> None:
+        """A click to store (app.mapping.decode.click_record)."""
         self._clicks.setdefault(partition_of(click_id, self.partitions), []).append([click_id, record])
+
+    def add_expiry(self, click_id: str) -> None:
+        """A click past the attribution window, to delete unless it came again since."""
+        self._expired.setdefault(partition_of(click_id, self.partitions), []).append(click_id)
 
     def records(self) -> list[tuple]:
         out = []
         for role, kind, by_partition in (("events-by-click-id", "events", self._events),
-                                         ("clicks-by-click-id", "clicks", self._clicks)):
+                                         ("clicks-by-click-id", "clicks", self._clicks),
+                                         ("clicks-by-click-id", "expired", self._expired)):
             for p, items in by_partition.items():
-                out += [(role, None, value, p, [BUNDLE_HEADER]) for value in _pack(kind, items)]
-        self._events, self._clicks = {}, {}
+                out += [(role, None, value, p) for value in _pack(kind, items)]
+        self._events, self._clicks, self._expired = {}, {}, {}
         return out
 
 
@@ -79,28 +84,27 @@ def _pack(kind: str, items: list) -> Iterator[bytes]:
     yield from _pack(kind, items[half:])
 
 
-def is_bundle(headers: Any) -> bool:
-    """`headers` as faust gives them (a dict) or as aiokafka does (a list of pairs)."""
-    if isinstance(headers, dict):
-        return headers.get(BUNDLE_HEADER[0]) == BUNDLE_HEADER[1]
-    return any(tuple(h) == BUNDLE_HEADER for h in headers or ())
-
-
-def unbundle_events(key: bytes | None, value: bytes, headers: Any, at: float,
-                    source: dict) -> list[dict]:
+def read_events(value: bytes) -> list[dict]:
     """The entries of one events-by-click-id record: {"click_id", "at", "source", "event"}.
-    `at` and `source` are the record's own, for a record from before bundles."""
-    if is_bundle(headers):
-        events = orjson.loads(value)["events"]
-        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
-            raise ValueError("a bundle's events must be a list of objects")
-        return events
-    return [{"click_id": key.decode() if key else None, "at": at, "source": source,
-             "event": orjson.loads(value)}]
+    Raises (ValueError, KeyError, TypeError) on a record that is not an events bundle."""
+    events = orjson.loads(value)["events"]
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        raise ValueError("a bundle's events must be a list of objects")
+    return events
 
 
-def unbundle_clicks(key: bytes | None, value: bytes, headers: Any) -> list[list]:
-    """[click_id, record] pairs of one clicks-by-click-id record."""
-    if is_bundle(headers):
-        return orjson.loads(value)["clicks"]
-    return [[key.decode(), orjson.loads(value)]]
+class ClickBundle(NamedTuple):
+    clicks: list[list]   # [click_id, record] pairs, in the order the intake read them
+    expired: list[str]   # click IDs the sweeper found past the attribution window
+
+
+def read_clicks(value: bytes) -> ClickBundle:
+    """One clicks-by-click-id record. Raises (ValueError, KeyError, TypeError) on a record that
+    is not a clicks or an expired bundle."""
+    doc = orjson.loads(value)
+    if "expired" in doc:
+        return ClickBundle([], list(doc["expired"]))
+    clicks = doc["clicks"]
+    if not isinstance(clicks, list):
+        raise ValueError("a bundle's clicks must be a list")
+    return ClickBundle(clicks, [])

@@ -11,50 +11,69 @@ import logging
 from collections import defaultdict
 from typing import Awaitable, Callable, Mapping
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 __all__ = ["BatchWriter", "Write", "write_durably"]
 
 log = logging.getLogger(__name__)
 
-# (topic role, key, value) or (topic role, key, value, partition, headers): a None key without
-# a partition spreads over the partitions; app.job.bundles names the partition of each bundle.
+# (topic role, key, value) or (topic role, key, value, partition): a None key without a
+# partition spreads over the partitions; app.job.bundles names the partition of each bundle.
 Record = tuple
 # write(records): returns once the broker has them all, raises if it has not.
 Write = Callable[[list[Record]], Awaitable[None]]
 
 
 class BatchWriter:
-    """A `Write` over an aiokafka producer. Keys go to partitions exactly as Kafka's default
-    partitioner puts them (murmur2), so the clicks and the events repartitioned by click ID
-    stay co-partitioned with each other and with what any Java or aiokafka producer writes."""
+    """A `Write` over a producer of its own (acks from all in-sync replicas). Keys go to
+    partitions exactly as Kafka's default partitioner puts them (murmur2), so the clicks and the
+    events repartitioned by click ID stay co-partitioned with each other and with what any Java
+    or aiokafka producer writes. `topics` maps the roles records name to topic names."""
 
-    def __init__(self, producer: Callable[[], object], topics: Mapping[str, str]) -> None:
-        self._producer = producer  # faust creates its producer only when the app starts
+    def __init__(self, bootstrap_servers: str, topics: Mapping[str, str]) -> None:
+        self._bootstrap = bootstrap_servers
         self._topics = topics
         self._partition = DefaultPartitioner()
+        self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
+
+    async def start(self) -> AIOKafkaProducer:
+        """Started on first use (aiokafka needs the running loop); safe to call again."""
+        async with self._starting:
+            if self._producer is None:
+                producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all")
+                await producer.start()
+                self._producer = producer
+        return self._producer
+
+    async def stop(self) -> None:
+        """After the last write: at shutdown, once every stage that writes has stopped."""
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
 
     async def __call__(self, records: list[Record]) -> None:
-        producer = self._producer()
+        producer = self._producer or await self.start()
         partitions: dict[str, list[int]] = {}
         by_tp: dict[tuple[str, int], list[tuple]] = defaultdict(list)
         for role, key, value, *where in records:
             topic = self._topics[role]
-            partition, headers = where if where else (None, [])  # aiokafka wants a list
+            partition = where[0] if where else None
             if partition is None:
                 all_partitions = partitions.get(topic)
                 if all_partitions is None:
                     all_partitions = partitions[topic] = sorted(await producer.partitions_for(topic))
                 partition = self._partition(key, all_partitions, all_partitions)
-            by_tp[topic, partition].append((key, value, headers))
+            by_tp[topic, partition].append((key, value))
         acks = []
         for (topic, partition), items in by_tp.items():
             batch = producer.create_batch()
-            for key, value, headers in items:
-                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full
+            for key, value in items:
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full
                     acks.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None, headers=headers)  # the first always fits
+                    batch.append(key=key, value=value, timestamp=None)  # the first always fits
             acks.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*acks)
 

@@ -11,19 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections import defaultdict
 from typing import Any, Awaitable, Callable
 
 import orjson
 
-# faust's RocksDB tables read the partition of the *current event*; inside a noack_take batch there
-# is none, and faust falls back to searching every local partition's store, which would hide a
-# co-partitioning bug (and costs N lookups). Each lookup sets the event being joined, so a click
-# is found only in its event's own partition, as a multi-worker deployment will see it.
-from faust.streams import _current_event
-
-from app.job.bundles import unbundle_events
+from app.job.bundles import read_events
 from app.job.durable import Write, write_durably
 from app.job.metrics import Metrics
 from app.job.records import dead_letter, encode, retry_record
@@ -33,7 +26,7 @@ from app.settings import Settings
 from app.tiktok.requests import request_bodies
 from app.tiktok.sender import Sender
 
-__all__ = ["Forwarder", "read_click", "source_of"]
+__all__ = ["Forwarder", "Lookup", "source_of"]
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +41,8 @@ def source_of(fe) -> dict:
     return {"topic": m.topic, "partition": m.partition, "offset": m.offset}
 
 
-def read_click(table, click_id: str) -> dict | None:
-    """The click in the current event's partition of the table. One store read: faust's
-    `table.get` reads twice (`in`, then `[]`), through layers that cost more than the read."""
-    store = table.data
-    raw = store._get(store._encode_key(click_id))
-    return None if raw is None else store._decode_value(raw)
+# lookup(event, click_id): the click in the partition of `event` (app.job.clicks.Clicks.read).
+Lookup = Callable[[Any, str], "dict | None"]
 
 
 class _Bundle:
@@ -71,11 +60,11 @@ class _Bundle:
 
 
 class Forwarder:
-    def __init__(self, settings: Settings, mapping: MappingConfig, table, sender: Sender,
+    def __init__(self, settings: Settings, mapping: MappingConfig, lookup: Lookup, sender: Sender,
                  write: Write, metrics: Metrics, assigned: Callable[[], set] | None = None) -> None:
         self.settings = settings
         self.mapping = mapping
-        self.table = table
+        self.lookup = lookup
         self.sender = sender
         self.write = write
         self.metrics = metrics
@@ -101,8 +90,7 @@ class Forwarder:
         entries, broken = [], []
         for fe in batch:
             try:
-                events = unbundle_events(fe.key, fe.value, fe.headers, fe.message.timestamp or now,
-                                         source_of(fe))
+                events = read_events(fe.value)
             except Exception as e:  # noqa: BLE001 - only we write here; junk must not stop the stream
                 log.error("dead-lettering a malformed record on %s at offset %s", fe.message.topic,
                           fe.message.offset)
@@ -188,13 +176,6 @@ class Forwarder:
             return entries, []
         await self._start(take)
 
-    def _lookup(self, fe, click_id: str) -> dict | None:
-        token = _current_event.set(weakref.ref(fe))
-        try:
-            return read_click(self.table, click_id)
-        finally:
-            _current_event.reset(token)
-
     def _process(self, entries: list, now: float, broken: list) -> Awaitable[None]:
         """Join and map `entries` (those waiting for their click go to `pending`); returns their
         delivery, which settles each bundle once its events' outcomes are durable."""
@@ -254,7 +235,7 @@ class Forwarder:
         """One event's fate: _PENDING, a dead-letter record, None (skipped), or (pixel, items)."""
         m = self.metrics
         event, click_id = entry["event"], entry["click_id"]
-        click = self._lookup(fe, click_id) if click_id else None
+        click = self.lookup(fe, click_id) if click_id else None
         if click is None and click_id and now - entry["at"] < self.settings.join_wait_s:
             return _PENDING
         if click is not None:

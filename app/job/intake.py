@@ -8,9 +8,6 @@ cost more than the whole of ttbridge's work on an event (bench/README.md); here 
 commit. Offsets are committed only after every write of the batch is durable: a crash or a
 rebalance re-reads the batch (duplicates on the repartition topics, never gaps; event_ids are
 stable, so TikTok drops the second copy).
-
-Upgrading from the version where faust agents read these topics: a partition this group has no
-offset for starts where the faust group ("<app id>") left it, not at the beginning.
 """
 from __future__ import annotations
 
@@ -20,7 +17,6 @@ import logging
 import time
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
@@ -65,7 +61,6 @@ class Intake:
 
     async def _consume(self) -> None:
         s = self.settings
-        await _seed_from_faust_group(s, self.group, self.topics)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers, group_id=self.group, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=s.batch_max,
@@ -136,36 +131,3 @@ class Intake:
 
 def _source(msg) -> dict:
     return {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
-
-
-async def _seed_from_faust_group(settings: Settings, group: str, topics: tuple[str, ...]) -> None:
-    """Give `group` the faust group's offsets for the partitions it has none for (the first
-    start after the upgrade). Done before joining: aiokafka starts fetching a new assignment
-    before a rebalance listener could seek, so seeking there would race the reset to earliest."""
-    # Any error here raises: joining without the seed would re-read the input topics from the
-    # beginning (Intake.run tries again in 5 s).
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    try:
-        await admin.start()
-        ours = await admin.list_consumer_group_offsets(group)
-        theirs = await admin.list_consumer_group_offsets(settings.app_id)
-    finally:
-        await admin.close()
-    seed = {tp: OffsetAndMetadata(meta.offset, "") for tp, meta in theirs.items()
-            if tp.topic in topics and meta.offset >= 0 and ours.get(tp, _NONE).offset < 0}
-    if not seed:
-        return
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(list(seed))
-        await consumer.commit(seed)
-        log.warning("%s starts where %s left %d partitions", group, settings.app_id, len(seed))
-    except CommitFailedError:  # another worker's intake joined meanwhile: the group has offsets
-        log.warning("%s: another member seeded the group first", group)
-    finally:
-        await consumer.stop()
-
-
-_NONE = OffsetAndMetadata(-1, "")

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["retry_record", "dead_letter", "dead_letter_from_retry", "error_info", "encode",
+__all__ = ["retry_record", "dead_letter", "dead_letter_from_retry", "encode",
            "MAX_RECORD_BYTES", "MAX_ORIGINAL_BYTES"]
 
 # Kafka refuses records over its max.message.bytes (1 MiB by default), and a refused write would
@@ -18,11 +18,6 @@ MAX_RECORD_BYTES = 900_000
 # What a dead letter keeps of an original that cannot fit (over max_message_bytes, or text whose
 # JSON escaping blows it up): the first bytes, base64 (4/3 of this), flagged as truncated.
 MAX_ORIGINAL_BYTES = 512 * 1024
-
-
-def error_info(reason: str, message: str, code: int | None = None,
-               http_status: int | None = None) -> dict[str, Any]:
-    return {"reason": reason, "code": code, "http_status": http_status, "message": message[:2000]}
 
 
 def retry_record(request: dict, pixel_code: str, attempt: int, not_before: float,

@@ -17,8 +17,10 @@ from datetime import datetime, timezone
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from app.job.records import error_info, retry_record
+from app.job.records import retry_record
+from app.job.topics import partition_count
 from app.settings import Settings
+from app.tiktok.outcomes import error_info
 
 __all__ = ["Filter", "replay", "register"]
 
@@ -51,20 +53,17 @@ class Summary:
 
 async def replay(settings: Settings, flt: Filter, dry_run: bool = False, out=sys.stdout,
                  progress_every: int = 10_000) -> Summary:
+    summary = Summary()
+    partitions = await partition_count(settings.bootstrap_servers, settings.topic_dlq)
+    if not partitions:
+        print(f"topic {settings.topic_dlq} not found", file=out)
+        return summary
+    tps = [TopicPartition(settings.topic_dlq, p) for p in range(partitions)]
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
                                 group_id=None)
     await consumer.start()
     producer = None
-    summary = Summary()
     try:
-        parts = consumer.partitions_for_topic(settings.topic_dlq) or set()
-        if not parts:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - a fresh client has none yet
-            parts = consumer.partitions_for_topic(settings.topic_dlq) or set()
-        tps = [TopicPartition(settings.topic_dlq, p) for p in sorted(parts)]
-        if not tps:
-            print(f"topic {settings.topic_dlq} not found", file=out)
-            return summary
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         # The end as of now: records dead-lettered while we replay are not chased.

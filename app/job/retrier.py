@@ -13,7 +13,7 @@ import logging
 import time
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from app.job.durable import BatchWriter, write_durably
@@ -69,19 +69,15 @@ class Retrier:
         self.metrics = metrics
         self.tiers = settings.retry_tiers_s
         self.topics = [retry_tier_topic(settings, i + 1) for i in range(len(self.tiers))]
-        self._producer: AIOKafkaProducer | None = None
+        self._write = BatchWriter(settings.bootstrap_servers,
+                                  {t: t for t in [*self.topics, settings.topic_dlq]})
 
     async def run(self) -> None:
         """Run every tier until cancelled."""
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers,
-                                          acks="all", linger_ms=5)
-        await self._producer.start()
-        topics = [*self.topics, self.settings.topic_dlq]
-        self._write = BatchWriter(lambda: self._producer, {t: t for t in topics})
         try:
             await asyncio.gather(*(self._supervise(t) for t in self.topics))
         finally:
-            await self._producer.stop()
+            await self._write.stop()
 
     async def _supervise(self, topic: str) -> None:
         """A tier that fails (a failed commit in a rebalance, the broker gone for long) starts

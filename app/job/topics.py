@@ -17,7 +17,8 @@ import orjson
 
 from app.settings import Settings
 
-__all__ = ["TopicSpec", "specs_dir", "load_specs", "retry_tier_topic", "create_topics", "register"]
+__all__ = ["TopicSpec", "specs_dir", "load_specs", "retry_tier_topic", "create_topics", "partition_count",
+           "register"]
 
 ROLES = ("clicks", "tracking-events", "tiktok-retry", "tiktok-dlq")
 
@@ -104,6 +105,19 @@ async def create_topics(settings: Settings, specs: dict[str, TopicSpec] | None =
     if mismatches:
         raise RuntimeError("; ".join(mismatches))
     return lines
+
+
+async def partition_count(bootstrap: str, topic: str) -> int | None:
+    """The partition count of `topic`, or None when it does not exist (without creating it, and
+    without waiting for it to appear as a consumer's metadata requests would)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        return (await _partition_counts(admin, [topic])).get(topic)
+    finally:
+        await admin.close()
 
 
 async def _partition_counts(admin, names: list[str], expect_all: bool = False,

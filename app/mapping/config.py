@@ -21,7 +21,7 @@ from app.mapping.normalise import (
 )
 from app.tiktok.facts import CONTENT_TYPES, STANDARD_EVENTS
 
-__all__ = ["MappingConfig", "DEFAULT_EVENT_MAP"]
+__all__ = ["MappingConfig", "DEFAULT_EVENT_MAP", "DAY_S", "is_seconds"]
 
 DEFAULT_EVENT_MAP: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "Product Viewed": ("ViewContent",),
@@ -36,9 +36,9 @@ DEFAULT_EVENT_MAP: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "Form Submitted": ("Lead",),
 })
 
-_DAY_S = 86_400
+DAY_S = 86_400
 # TikTok's click-attribution window is 1-28 days; longer would attach clicks TikTok ignores.
-_MAX_ATTRIBUTION_WINDOW_S = 28 * _DAY_S
+_MAX_ATTRIBUTION_WINDOW_S = 28 * DAY_S
 
 
 def _fold(name: str) -> str:
@@ -65,7 +65,7 @@ class MappingConfig:
     # Region (e.g. "GB") for phone numbers written without a country code; None leaves them out.
     default_region: str | None = None
     # A click's ttclid/ttp count only if it happened at most this long before the event.
-    attribution_window_s: float = 7 * _DAY_S
+    attribution_window_s: float = 7 * DAY_S
     # Sent on every event when set; an event's own bool limited_data_use takes precedence.
     limited_data_use: bool | None = None
     # "product" or "product_group", sent when set; an event's own valid content_type wins.
@@ -76,10 +76,13 @@ class MappingConfig:
     # own limit for web events is unconfirmed).
     max_event_age_s: float | None = None
 
+    # Compiled from the fields above, for the mapping's hot path.
     _names: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
     _folded: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
-    _click_paths: tuple[tuple[str, ...], ...] = field(init=False, repr=False, compare=False)
-    _hashed_user: tuple = field(init=False, repr=False, compare=False)
+    # click_id_paths split into keys.
+    click_paths: tuple[tuple[str, ...], ...] = field(init=False, repr=False, compare=False)
+    # (TikTok user field, hash function bound to default_region, source paths as keys).
+    hashed_user: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = {n: (n,) for n in STANDARD_EVENTS}
@@ -120,10 +123,15 @@ class MappingConfig:
         setattr_("event_map", MappingProxyType({s: names[s] for s in self.event_map}))
         setattr_("_names", names)
         setattr_("_folded", folded)
-        setattr_("_click_paths", tuple(_path(p) for p in self.click_id_paths))
+        setattr_("click_paths", tuple(_path(p) for p in self.click_id_paths))
         phone = partial(hash_phone, default_region=region)
-        setattr_("_hashed_user", tuple((name, phone if hasher is hash_phone else hasher, paths)
+        setattr_("hashed_user", tuple((name, phone if hasher is hash_phone else hasher, paths)
                                        for name, hasher, paths in _HASHED_USER))
+
+    def tiktok_names(self, name: str) -> tuple[str, ...]:
+        """The TikTok names a source event name maps to; () when unmapped."""
+        names = self._names.get(name)
+        return names if names is not None else self._folded.get(_fold(name), ())
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> MappingConfig:
@@ -156,24 +164,24 @@ class MappingConfig:
         return cls(**kwargs)
 
 
-def _is_seconds(v: Any) -> bool:
+def is_seconds(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 _CONFIG_TYPES: dict[str, Callable[[Any], bool]] = {
     "click_id_paths": lambda v: isinstance(v, (list, tuple)) and all(isinstance(p, str) for p in v),
     "default_region": lambda v: v is None or isinstance(v, str),
-    "attribution_window_s": _is_seconds,
+    "attribution_window_s": is_seconds,
     "limited_data_use": lambda v: v is None or isinstance(v, bool),
     "content_type": lambda v: v is None or isinstance(v, str),
     "send_page_url": lambda v: isinstance(v, bool),
-    "max_event_age_s": lambda v: v is None or _is_seconds(v),
+    "max_event_age_s": lambda v: v is None or is_seconds(v),
 }
 
 
 # --------------------------------------------------------------------------- hashed user fields
-# A field table of the mapping, kept here because MappingConfig binds it (app.mapping.events reads the bound
-# copy, config._hashed_user).
+# A field table of the mapping, kept here because MappingConfig binds it to the default region
+# (app.mapping.events reads the bound copy, config.hashed_user).
 
 def _paths(*dotted: str) -> tuple[tuple[str, ...], ...]:
     return tuple(_path(p) for p in dotted)

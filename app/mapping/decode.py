@@ -9,7 +9,7 @@ import orjson
 
 from app.mapping.events import MappingConfig, Refusal, click_id_of, parse_timestamp, ttclid_from_url
 
-__all__ = ["decode_event", "decode_click", "click_from_landing", "DECODE_REASONS"]
+__all__ = ["decode_event", "decode_click", "click_from_landing", "click_record", "DECODE_REASONS"]
 
 DECODE_REASONS = (
     "too_large",           # the message is over max_message_bytes
@@ -70,12 +70,10 @@ def decode_click(raw: bytes, max_bytes: int) -> tuple[str, dict]:
             raise Refusal("invalid_click", f"{key}: expected a string, got {type(value).__name__}")
     # The timestamp must be a time: a click of unknown age can't be held to the attribution window.
     clicked_at = parse_timestamp(doc.get("timestamp"), "timestamp")
-    record = {
-        "ttclid": doc.get("ttclid") or ttclid_from_url(doc.get("url")),
-        "ttp": doc.get("ttp"), "clicked_at": clicked_at, "ip": doc.get("ip"),
-        "user_agent": doc.get("user_agent"), "url": doc.get("url"), "referrer": doc.get("referrer"),
-    }
-    return click_id, {k: v for k, v in record.items() if v is not None}
+    return click_id, click_record(
+        clicked_at, ttclid=doc.get("ttclid") or ttclid_from_url(doc.get("url")), ttp=doc.get("ttp"),
+        ip=doc.get("ip"), user_agent=doc.get("user_agent"), url=doc.get("url"),
+        referrer=doc.get("referrer"))
 
 
 def click_from_landing(event: dict, config: MappingConfig) -> tuple[str, dict] | None:
@@ -93,8 +91,16 @@ def click_from_landing(event: dict, config: MappingConfig) -> tuple[str, dict] |
         clicked_at = parse_timestamp(event.get("timestamp") or event.get("originalTimestamp"))
     except Refusal:
         return None  # the event itself will be refused with its reason downstream
-    record = {"ttclid": ttclid, "clicked_at": clicked_at, "url": url,
-              "ip": context.get("ip"), "user_agent": context.get("userAgent"),
-              "referrer": page.get("referrer"), "ttp": (event.get("properties") or {}).get("ttp")
-              if isinstance(event.get("properties"), dict) else None}
-    return click_id, {k: v for k, v in record.items() if isinstance(v, (str, float))}
+    properties = event.get("properties")
+    return click_id, click_record(
+        clicked_at, ttclid=ttclid, url=url, ip=context.get("ip"), user_agent=context.get("userAgent"),
+        referrer=page.get("referrer"),
+        ttp=properties.get("ttp") if isinstance(properties, dict) else None)
+
+
+def click_record(clicked_at: float, **texts) -> dict:
+    """A click as the clicks table stores it: `clicked_at` (Unix seconds) and those of
+    ttclid, ttp, ip, user_agent, url and referrer that are non-empty strings."""
+    record = {k: v for k, v in texts.items() if v and isinstance(v, str)}
+    record["clicked_at"] = clicked_at
+    return record

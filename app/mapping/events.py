@@ -7,7 +7,7 @@ carrying a machine-readable reason, so a refused event is dead-lettered alone, b
 Field sources are data (the tables below); code is kept for what a table can't say: precedence
 between event and click, the attribution window, and derived fields (event_id, num_items).
 The configuration (MappingConfig, DEFAULT_EVENT_MAP, the hashed user fields it binds to a
-region) lives in app.mapping.config and is re-exported here.
+region) lives in app.mapping.config; MappingConfig and DEFAULT_EVENT_MAP are re-exported here.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from app.mapping.config import _DAY_S, DEFAULT_EVENT_MAP, MappingConfig, _fold, _is_seconds
+from app.mapping.config import DAY_S, DEFAULT_EVENT_MAP, MappingConfig, is_seconds
 from app.tiktok.facts import CONTENT_TYPES, CURRENCIES
 
 __all__ = [
@@ -59,7 +59,7 @@ class Refusal(Exception):
 # event_time is Unix seconds: before 2001-09 (1e9) is a unit bug, more than a day ahead is a wrong
 # clock or microseconds. The fake Events API draws the same lines.
 _MIN_EVENT_TIME = 1e9
-_MAX_FUTURE_S = _DAY_S
+_MAX_FUTURE_S = DAY_S
 # Above 2**53 a JSON number loses integer precision (and orjson can't write ints past 64 bits).
 _MAX_NUMBER = 2.0 ** 53
 _NUMERIC = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -244,13 +244,12 @@ def tiktok_names(event: dict, config: MappingConfig) -> tuple[str, ...]:
         raise Refusal("missing_event_name", "event: a track event needs an event name")
     if not isinstance(name, str):
         raise Refusal("invalid_event_name", f"event: expected a string, got {_shown(name)}")
-    names = config._names.get(name)
-    return names if names is not None else config._folded.get(_fold(name), ())
+    return config.tiktok_names(name)
 
 
 def click_id_of(event: dict, config: MappingConfig) -> str | None:
     """The tracker's own click ID: the first non-empty value at config.click_id_paths."""
-    for keys in config._click_paths:
+    for keys in config.click_paths:
         try:
             value = _text(_get(event, keys))
         except ValueError:
@@ -391,7 +390,7 @@ def _click_counts(click: dict | None, event_time: float, config: MappingConfig) 
     without a usable clicked_at can't be shown to be in the window, so it doesn't.
     """
     clicked_at = click.get("clicked_at") if click else None
-    if not _is_seconds(clicked_at):
+    if not is_seconds(clicked_at):
         return False
     try:
         clicked_at = float(clicked_at)
@@ -402,7 +401,7 @@ def _click_counts(click: dict | None, event_time: float, config: MappingConfig) 
 
 def _user(event: dict, click: dict | None, click_counts: bool, config: MappingConfig) -> dict:
     user: dict[str, Any] = {}
-    for name, hasher, paths in config._hashed_user:
+    for name, hasher, paths in config.hashed_user:
         for keys in paths:
             value = _get(event, keys)
             if value is None:

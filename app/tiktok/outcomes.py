@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from app.tiktok.facts import Code
 
-__all__ = ["Action", "Verdict", "verdict_for_code", "TRANSPORT", "TOO_LARGE"]
+__all__ = ["Action", "Verdict", "verdict_for_code", "error_info", "TRANSPORT", "TOO_LARGE"]
 
 
 class Action(Enum):
@@ -66,3 +67,10 @@ def verdict_for_code(code: int) -> Verdict:
         return Verdict(Action.RETRY, "server_error")
     # An unknown 4xxxx is a request problem we do not understand: keep it, don't loop on it.
     return Verdict(Action.DEAD, f"tiktok_{code}")
+
+
+def error_info(reason: str, message: str, code: int | None = None,
+               http_status: int | None = None) -> dict[str, Any]:
+    """A failure as retry records keep it (`last_error`): reason, TikTok's code, HTTP status,
+    message (bounded)."""
+    return {"reason": reason, "code": code, "http_status": http_status, "message": message[:2000]}

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
-from app.job.records import error_info
 from app.settings import Pixel, Settings
-from app.tiktok.outcomes import TOO_LARGE, TRANSPORT, Action, Verdict, verdict_for_code
+from app.tiktok.outcomes import TOO_LARGE, TRANSPORT, Action, Verdict, error_info, verdict_for_code
 
 __all__ = ["Sender", "Delivery", "Answer"]
 

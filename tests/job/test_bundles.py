@@ -1,20 +1,12 @@
 """Bundles on the repartition topics: partitions as Kafka's default partitioner puts click IDs,
-exact round trips, size limits, and records from before bundles."""
+exact round trips, size limits, and malformed records."""
 import itertools
 
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from app.job.bundles import (
-    BUNDLE_HEADER,
-    MAX_BUNDLE_BYTES,
-    Bundler,
-    is_bundle,
-    partition_of,
-    unbundle_clicks,
-    unbundle_events,
-)
+from app.job.bundles import MAX_BUNDLE_BYTES, Bundler, ClickBundle, partition_of, read_clicks, read_events
 
 # Kafka's own test vectors for Utils.murmur2 (UtilsTest.testMurmur2), as Java's signed ints.
 JAVA_MURMUR2 = {"21": -973932308, "foobar": -790332482, "a-little-bit-long-string": -985981536,
@@ -38,8 +30,8 @@ def test_partition_is_aiokafkas_for_the_same_key():
 
 def _records_by_partition(records):
     out = {}
-    for role, key, value, partition, headers in records:
-        assert key is None and headers == [BUNDLE_HEADER]
+    for role, key, value, partition in records:
+        assert key is None
         out.setdefault((role, partition), []).append(value)
     return out
 
@@ -55,7 +47,7 @@ def test_events_go_to_their_clicks_partition_with_their_bytes_and_origin():
     seen = []
     for (_, partition), values in by_tp.items():
         assert len(values) == 1  # one record per partition per batch
-        for entry in unbundle_events(None, values[0], [BUNDLE_HEADER], 0.0, {}):
+        for entry in read_events(values[0]):
             assert partition_of(entry["click_id"], 6) == partition
             i = int(entry["click_id"][1:])
             assert entry["event"] == orjson.loads(raws[entry["click_id"]])
@@ -71,7 +63,7 @@ def test_events_without_click_id_spread_over_the_partitions():
     for i in range(6):
         bundler.add_event(None, b'{"event":"Lead"}', 1.0, {"offset": i})
     by_tp = _records_by_partition(bundler.records())
-    counts = {p: len(unbundle_events(None, v[0], [BUNDLE_HEADER], 0, {})) for (_, p), v in by_tp.items()}
+    counts = {p: len(read_events(v[0])) for (_, p), v in by_tp.items()}
     assert counts == {0: 2, 1: 2, 2: 2}
 
 
@@ -81,9 +73,10 @@ def test_a_batch_too_big_for_one_record_is_split_keeping_every_event_in_order():
     for i in range(20):
         bundler.add_event("same-click", raw, float(i), {"offset": i})
     records = bundler.records()
-    assert len(records) >= 3
-    assert all(len(value) <= MAX_BUNDLE_BYTES for _, _, value, _, _ in records)
-    offsets = [e["source"]["offset"] for r in records for e in unbundle_events(None, r[2], r[4], 0, {})]
+    # ~2 MB halved until each part fits: 20 -> 10 + 10 (~1 MB each) -> 5 + 5 + 5 + 5 (~500 KB).
+    assert [len(read_events(value)) for _, _, value, _ in records] == [5, 5, 5, 5]
+    assert all(len(value) <= MAX_BUNDLE_BYTES for _, _, value, _ in records)
+    offsets = [e["source"]["offset"] for r in records for e in read_events(r[2])]
     assert offsets == list(range(20))
 
 
@@ -91,8 +84,8 @@ def test_one_event_larger_than_a_bundle_still_gets_a_record_of_its_own():
     bundler = Bundler(1)
     raw = orjson.dumps({"event": "Purchase", "blob": "x" * (MAX_BUNDLE_BYTES + 10)})
     bundler.add_event("c", raw, 1.0, {})
-    [(_, _, value, _, _)] = bundler.records()
-    assert unbundle_events(None, value, [BUNDLE_HEADER], 0, {})[0]["event"] == orjson.loads(raw)
+    [(_, _, value, _)] = bundler.records()
+    assert read_events(value)[0]["event"] == orjson.loads(raw)
 
 
 def test_clicks_round_trip_to_their_partition():
@@ -100,43 +93,45 @@ def test_clicks_round_trip_to_their_partition():
     clicks = {f"click-{i}": {"ttclid": f"E.C.P.{i}", "clicked_at": 1700000000.0 + i} for i in range(30)}
     for click_id, record in clicks.items():
         bundler.add_click(click_id, record)
-    bundler.add_click("click-0", {"expire": True})  # the sweeper's deletion, same partition, later
+    bundler.add_click("click-0", {"ttp": "again"})  # the same click again, later: same partition
     pairs = []
     for (role, partition), values in _records_by_partition(bundler.records()).items():
-        assert role == "clicks-by-click-id"
-        for click_id, record in unbundle_clicks(None, values[0], {"ttbridge-bundle": b"1"}):
+        assert role == "clicks-by-click-id" and len(values) == 1
+        bundle = read_clicks(values[0])
+        assert bundle.expired == []
+        for click_id, record in bundle.clicks:
             assert partition_of(click_id, 6) == partition
             pairs.append((click_id, record))
-    assert sorted(pairs, key=str) == sorted([*clicks.items(), ("click-0", {"expire": True})], key=str)
+    assert sorted(pairs, key=str) == sorted([*clicks.items(), ("click-0", {"ttp": "again"})], key=str)
     zero = [r for c, r in pairs if c == "click-0"]
-    assert zero == [clicks["click-0"], {"expire": True}]  # in the order they were added
+    assert zero == [clicks["click-0"], {"ttp": "again"}]  # in the order they were added
 
 
-def test_records_from_before_bundles_are_one_event_or_click():
-    source = {"topic": "x-events-by-click-id", "partition": 1, "offset": 9}
-    assert unbundle_events(b"c-1", b'{"event":"Purchase"}', {}, 12.5, source) == [
-        {"click_id": "c-1", "at": 12.5, "source": source, "event": {"event": "Purchase"}}]
-    assert unbundle_events(None, b'{"event":"Lead"}', [], 1.0, source)[0]["click_id"] is None
-    assert unbundle_clicks(b"c-1", b'{"ttclid":"E.C.P.1"}', []) == [["c-1", {"ttclid": "E.C.P.1"}]]
-
-
-@pytest.mark.parametrize("headers, expected", [
-    ({"ttbridge-bundle": b"1"}, True), ([("ttbridge-bundle", b"1")], True),
-    ({}, False), (None, False), ([("other", b"1")], False), ({"ttbridge-bundle": b"2"}, False),
-])
-def test_is_bundle_reads_faust_and_aiokafka_headers(headers, expected):
-    assert is_bundle(headers) is expected
+def test_expiries_are_a_bundle_of_their_own_on_each_clicks_partition():
+    bundler = Bundler(6)
+    ids = [f"old-{i}" for i in range(20)]
+    for click_id in ids:
+        bundler.add_expiry(click_id)
+    bundles = {p: read_clicks(values[0]) for (_, p), values in _records_by_partition(bundler.records()).items()}
+    assert {p: b.clicks for p, b in bundles.items()} == {p: [] for p in bundles}
+    assert {p: b.expired for p, b in bundles.items()} == {
+        p: [c for c in ids if partition_of(c, 6) == p] for p in bundles}
 
 
 def test_a_malformed_bundle_raises_for_the_caller_to_dead_letter():
     with pytest.raises(orjson.JSONDecodeError):
-        unbundle_events(None, b"{not json", [BUNDLE_HEADER], 0, {})
+        read_events(b"{not json")
     with pytest.raises(KeyError):
-        unbundle_events(None, b'{"clicks": []}', [BUNDLE_HEADER], 0, {})
+        read_events(b'{"clicks": []}')
     with pytest.raises(ValueError):
-        unbundle_events(None, b'{"events": ["not an object"]}', [BUNDLE_HEADER], 0, {})
+        read_events(b'{"events": ["not an object"]}')
     with pytest.raises(ValueError):
-        unbundle_events(None, b'{"events": {"click_id": "c"}}', [BUNDLE_HEADER], 0, {})
+        read_events(b'{"events": {"click_id": "c"}}')
+    with pytest.raises(KeyError):
+        read_clicks(b'{"events": []}')
+    with pytest.raises(ValueError):
+        read_clicks(b'{"clicks": {"c": {}}}')
+    assert read_clicks(b'{"expired": ["c"]}') == ClickBundle([], ["c"])
 
 
 def test_a_shared_turn_spreads_events_without_click_id_across_batches():
@@ -146,6 +141,6 @@ def test_a_shared_turn_spreads_events_without_click_id_across_batches():
     for _ in range(6):
         bundler = Bundler(3, turn)
         bundler.add_event(None, b'{"event":"Lead"}', 1.0, {})
-        [(_, _, _, partition, _)] = bundler.records()
+        [(_, _, _, partition)] = bundler.records()
         partitions.append(partition)
     assert partitions == [0, 1, 2, 0, 1, 2]

@@ -16,13 +16,15 @@ NOW = time.time()
 
 
 class Record:
-    """A faust event as the forward agent gets it: a record from before bundles, no click ID."""
+    """A faust event as the forward agent gets it: a bundle of one event without a click ID."""
 
     def __init__(self, offset: int, message_id: str) -> None:
         event = {"type": "track", "event": "Order Completed", "messageId": message_id,
                  "timestamp": NOW - 30, "context": {"traits": {"email": f"{message_id}@example.com"}},
                  "properties": {"value": 10, "currency": "EUR"}}
-        self.key, self.value, self.headers = None, orjson.dumps(event), []
+        entry = {"click_id": None, "at": NOW, "source": {"topic": "tracking-events", "partition": 0,
+                                                          "offset": offset}, "event": event}
+        self.key, self.value = None, orjson.dumps({"events": [entry]})
         self.message = SimpleNamespace(topic="events-by-click-id", partition=0, offset=offset,
                                        timestamp=NOW, tp=("events-by-click-id", 0))
         self.acked = False

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app.devtools.worker_process import WorkerProcess, produce_json
@@ -27,7 +27,9 @@ def purchase(message_id: str, click_id: str | None = None) -> dict:
     return event
 
 
-async def test_records_from_before_bundles_and_a_malformed_one(kafka_bootstrap, fake, stack_env, tmp_path):
+async def test_malformed_repartition_records_cost_only_themselves(kafka_bootstrap, fake, stack_env, tmp_path):
+    # Only ttbridge writes the repartition topics, but a bug or a hand-written record must not
+    # stop the stream or cost its neighbours.
     env = {**stack_env, "TIKTOK_API_URL": fake.base_url}
     await create_topics(load(env))
     app_id = env["TTBRIDGE_APP_ID"]
@@ -35,81 +37,45 @@ async def test_records_from_before_bundles_and_a_malformed_one(kafka_bootstrap, 
     worker.start()
     try:
         await worker.wait_ready()
-        # What the previous version left: one click and one event per record, keyed by click ID.
-        await produce_json(kafka_bootstrap, f"{app_id}-clicks-by-click-id",
-                           [{"ttclid": "E.C.P.legacy", "clicked_at": NOW - 60}], key="legacy-c")
-        await produce_json(kafka_bootstrap, f"{app_id}-events-by-click-id",
-                           [purchase("legacy-1", "legacy-c")], key="legacy-c")
-        bundle = [("ttbridge-bundle", b"1")]
         good = partition_of("bundle-c", 6)
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
         await producer.start()
         try:
-            await producer.send_and_wait(f"{app_id}-events-by-click-id", b"{not json",
-                                         headers=bundle, partition=0)
+            await producer.send_and_wait(f"{app_id}-events-by-click-id", b"{not json", partition=0)
+            # Not a bundle: an event where a bundle of events belongs.
+            await producer.send_and_wait(f"{app_id}-events-by-click-id",
+                                         orjson.dumps(purchase("not-a-bundle", "bundle-c")), partition=good)
             # A bundle of clicks with one broken entry: the other click is still stored.
             await producer.send_and_wait(f"{app_id}-clicks-by-click-id", orjson.dumps({"clicks": [
                 ["only-one-item"], ["bundle-c", {"ttclid": "E.C.P.bundle", "clicked_at": NOW - 60}]]}),
-                headers=bundle, partition=good)
+                partition=good)
             # A bundle of events where one entry lacks its wait start: that one is dead-lettered
             # with its event and origin, the other is sent.
             source = {"topic": "events-x", "partition": 3, "offset": 77}
             await producer.send_and_wait(f"{app_id}-events-by-click-id", orjson.dumps({"events": [
                 {"click_id": "bundle-c", "at": NOW, "source": source, "event": purchase("bundle-1", "bundle-c")},
                 {"click_id": "no-such-click", "source": source, "event": purchase("bundle-2", "no-such-click")}]}),
-                headers=bundle, partition=good)
+                partition=good)
         finally:
             await producer.stop()
-        # ... and the worker goes on: a new event through the intake joins the legacy click.
-        await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_EVENTS"], [purchase("after-1", "legacy-c")])
-        await wait_accepted(fake, 3, "the three good events")
+        # ... and the worker goes on: a new event through the intake joins the stored click.
+        await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_EVENTS"], [purchase("after-1", "bundle-c")])
+        await wait_accepted(fake, 2, "the two good events")
     finally:
         assert worker.stop() == 0, worker.log_tail()
     users = {a["event"]["event_id"]: a["event"]["user"] for a in fake.accepted}
-    assert sorted(users) == ["after-1", "bundle-1", "legacy-1"]
-    assert users["after-1"]["ttclid"] == users["legacy-1"]["ttclid"] == "E.C.P.legacy"
-    assert users["bundle-1"]["ttclid"] == "E.C.P.bundle"
-    dead = sorted(await read_all(kafka_bootstrap, env["TTBRIDGE_TOPIC_DLQ"], 2), key=lambda d: d["original"] != "{not json")
-    assert [(d["reason"], d["stage"]) for d in dead] == [("internal_error", "map")] * 2
-    assert dead[0]["original"] == "{not json"
-    assert dead[0]["source"] == {"topic": f"{app_id}-events-by-click-id", "partition": 0, "offset": 0}
-    assert orjson.loads(dead[1]["original"]) == purchase("bundle-2", "no-such-click")
-    assert dead[1]["source"] == {"topic": "events-x", "partition": 3, "offset": 77}
-
-
-async def test_the_intake_starts_where_the_faust_group_left_off(kafka_bootstrap, fake, stack_env, tmp_path):
-    env = {**stack_env, "TIKTOK_API_URL": fake.base_url}
-    await create_topics(load(env))
-    topic = env["TTBRIDGE_TOPIC_EVENTS"]
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-    await producer.start()
-    try:
-        for i in range(4):
-            await producer.send_and_wait(topic, orjson.dumps(purchase(f"e{i}")), partition=0)
-    finally:
-        await producer.stop()
-    # The version before the intake read this topic in the faust group and got past e0 and e1.
-    tp = TopicPartition(topic, 0)
-    old = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=env["TTBRIDGE_APP_ID"],
-                           enable_auto_commit=False)
-    await old.start()
-    try:
-        old.assign([tp])
-        await old.commit({tp: 2})
-    finally:
-        await old.stop()
-
-    worker = WorkerProcess(env, tmp_path / "worker.log")
-    worker.start()
-    try:
-        await worker.wait_ready()
-        await wait_accepted(fake, 2, "e2 and e3")
-        await produce_json(kafka_bootstrap, topic, [purchase("e4")])  # later events flow as usual
-        await wait_accepted(fake, 3, "e4")
-    finally:
-        assert worker.stop() == 0, worker.log_tail()
-    assert sorted(a["event"]["event_id"] for a in fake.accepted) == ["e2", "e3", "e4"]
-    assert (fake.stats()["events_accepted"], fake.stats()["duplicates"]) == (3, 0)
+    assert sorted(users) == ["after-1", "bundle-1"]
+    assert users["after-1"]["ttclid"] == users["bundle-1"]["ttclid"] == "E.C.P.bundle"
+    dead = await read_all(kafka_bootstrap, env["TTBRIDGE_TOPIC_DLQ"], 3)
+    by_original = {d["original"]: d for d in dead}
+    assert len(dead) == 3 and [(d["reason"], d["stage"]) for d in dead] == [("internal_error", "map")] * 3
+    assert by_original["{not json"]["source"] == {"topic": f"{app_id}-events-by-click-id", "partition": 0,
+                                                  "offset": 0}
+    not_a_bundle = by_original[orjson.dumps(purchase("not-a-bundle", "bundle-c")).decode()]
+    assert not_a_bundle["source"] == {"topic": f"{app_id}-events-by-click-id", "partition": good,
+                                      "offset": 0 if good != 0 else 1}
+    broken = by_original[orjson.dumps(purchase("bundle-2", "no-such-click")).decode()]
+    assert broken["source"] == {"topic": "events-x", "partition": 3, "offset": 77}
 
 
 async def test_a_bundle_is_committed_only_once_its_late_event_is_sent(kafka_bootstrap, fake, stack_env, tmp_path):

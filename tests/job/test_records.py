@@ -15,10 +15,9 @@ from app.job.records import (
     dead_letter,
     dead_letter_from_retry,
     encode,
-    error_info,
     retry_record,
 )
-from app.tiktok.outcomes import TRANSPORT, Action, Verdict
+from app.tiktok.outcomes import TRANSPORT, Action, Verdict, error_info
 from app.tiktok.sender import Answer
 
 TOPICS = Path(__file__).resolve().parents[2] / "topics"

@@ -3,9 +3,10 @@ import base64
 
 import orjson
 
-from app.job.records import dead_letter, encode, error_info, retry_record
+from app.job.records import dead_letter, encode, retry_record
 from app.job.replay import _target
 from app.settings import load
+from app.tiktok.outcomes import error_info
 
 SETTINGS = load({"TTBRIDGE_TOPIC_RETRY": "r"})
 SOURCE = {"topic": "tracking-events", "partition": 0, "offset": 7}

@@ -10,11 +10,11 @@ import pytest
 
 from app.devtools.fake_tiktok import FakeConfig, FakeTikTok
 from app.devtools.worker_process import produce_json
-from app.job.records import error_info, retry_record
+from app.job.records import retry_record
 from app.job.retrier import MAX_HOLD_S, next_step
 from app.job.topics import create_topics, retry_tier_topic
 from app.settings import load
-from app.tiktok.outcomes import Action
+from app.tiktok.outcomes import Action, error_info
 from tests.support import read_all
 
 TIERS = (30.0, 300.0, 1800.0, 7200.0)

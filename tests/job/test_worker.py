@@ -8,7 +8,7 @@ def test_the_click_table_opens_rocksdb_with_small_memtables_and_cache(tmp_path):
     # worker holding 1M clicks peaked at 541 MB (bench, 2026-12-02); see bench/README.md.
     settings = load({"TIKTOK_ACCESS_TOKEN": "worker-test-token-000", "TIKTOK_PIXEL_CODE": "WORKERPIXEL",
                      "TTBRIDGE_DATA_DIR": str(tmp_path)})
-    store = build_app(settings, run_retrier=False).tables["clicks"].data
+    store = build_app(settings, run_retrier=False).ttbridge.clicks.table.data
     options = store.rocksdb_options
     assert (options.write_buffer_size, options.max_write_buffer_number, options.block_cache_size) == (
         4 << 20, 2, 8 << 20)

@@ -1,9 +1,10 @@
-"""The bulk restore of the clicks table (app/restore.py) on the real broker: it writes exactly
-what the changelog holds (puts, overwrites, tombstones) with each partition's offset, resumes from
-that offset, leaves the store alone when the broker cannot be reached, and a worker started on a
-restored store (or one left to faust's recovery) joins a conversion with a click it never indexed
-itself."""
+"""The clicks table (app/job/clicks.py) on the real broker. The bulk restore writes exactly what
+the changelog holds (puts, overwrites, tombstones) with each partition's offset, resumes from
+that offset, and leaves the store alone when the broker cannot be reached; a worker started on a
+restored store (or one left to faust's recovery) joins a conversion with a click it never
+indexed itself."""
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -14,7 +15,7 @@ from rocksdict import Rdict
 
 from app.devtools.worker_process import WorkerProcess, produce_json
 from app.job.bundles import partition_of
-from app.job.restore import restore_before_start, restore_table
+from app.job.clicks import restore_before_start, restore_table
 from app.job.topics import create_topics
 from app.job.worker import build_app
 from app.settings import load
@@ -26,13 +27,23 @@ NOW = time.time()
 
 
 @pytest.fixture
-def clicks_table(kafka_bootstrap, unique, tmp_path):
-    """The worker's clicks table (not started) and its changelog topic's name."""
-    settings = load({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TTBRIDGE_APP_ID": f"restore-{unique}",
-                     "TTBRIDGE_DATA_DIR": str(tmp_path / "state"), "TTBRIDGE_PARTITIONS": str(PARTITIONS),
-                     "TIKTOK_PIXEL_CODE": PIXEL_A, "TIKTOK_ACCESS_TOKEN": TOKEN_A})
-    table = build_app(settings, run_retrier=False).tables["clicks"]
-    return table, f"restore-{unique}-clicks-changelog"
+def settings(kafka_bootstrap, unique, tmp_path):
+    return load({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TTBRIDGE_APP_ID": f"restore-{unique}",
+                 "TTBRIDGE_DATA_DIR": str(tmp_path / "state"),
+                 "TIKTOK_PIXEL_CODE": PIXEL_A, "TIKTOK_ACCESS_TOKEN": TOKEN_A}, partitions=PARTITIONS)
+
+
+@pytest.fixture
+def clicks(settings):
+    """The worker's clicks (app.job.clicks.Clicks, its table not started)."""
+    return build_app(settings, run_retrier=False).ttbridge.clicks
+
+
+@pytest.fixture
+def clicks_table(clicks, unique):
+    """The clicks table (not started) and its changelog topic's name."""
+    assert clicks.table.changelog_topic.get_topic_name() == f"restore-{unique}-clicks-changelog"
+    return clicks.table, f"restore-{unique}-clicks-changelog"
 
 
 async def write_changelog(bootstrap: str, topic: str, entries: list[tuple[str, dict | None]]) -> None:
@@ -123,13 +134,12 @@ async def test_a_changelog_with_other_partitions_is_not_restored(kafka_bootstrap
     assert contents(table) == {p: {} for p in range(PARTITIONS)}
 
 
-def test_an_unreachable_broker_leaves_the_store_to_fausts_recovery(clicks_table, caplog):
-    table, _ = clicks_table
-    with caplog.at_level(logging.WARNING, logger="app.job.restore"):
-        restore_before_start(table, "127.0.0.1:1", PARTITIONS)
+def test_an_unreachable_broker_leaves_the_store_to_fausts_recovery(clicks, settings, caplog):
+    with caplog.at_level(logging.WARNING, logger="app.job.clicks"):
+        restore_before_start(clicks, dataclasses.replace(settings, bootstrap_servers="127.0.0.1:1"))
     assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
-        f"bulk restore of {table.changelog_topic.get_topic_name()} failed"]
-    assert contents(table) == {p: {} for p in range(PARTITIONS)}
+        f"bulk restore of {clicks.table.changelog_topic.get_topic_name()} failed"]
+    assert contents(clicks.table) == {p: {} for p in range(PARTITIONS)}
 
 
 @pytest.mark.parametrize("args", [(), ("--no-bulk-restore",)], ids=["bulk", "faust-recovery"])
@@ -163,5 +173,5 @@ async def test_a_worker_on_a_restored_table_joins_a_click_it_never_indexed(kafka
     users = {a["event"]["event_id"]: a["event"]["user"] for a in fake.accepted}
     assert {k: (u["ttclid"], u["ttp"]) for k, u in users.items()} == {
         "after-restore": ("E.C.P.restored-0", "ttp-0"), "after-restore-29": ("E.C.P.restored-29", "ttp-29")}
-    restored = f"app.job.restore: restored 30 clicks from {changelog}" in (tmp_path / "worker.log").read_text()
+    restored = f"app.job.clicks: restored 30 clicks from {changelog}" in (tmp_path / "worker.log").read_text()
     assert restored == (args == ())

@@ -11,9 +11,9 @@ import time
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from rocksdict import Rdict
 
 from app.devtools.worker_process import WorkerProcess, produce_json
+from app.job import faust_internals
 from app.job.bundles import partition_of
 from app.job.clicks import restore_before_start, restore_table
 from app.job.topics import create_topics
@@ -63,7 +63,7 @@ def contents(table) -> dict[int, dict[bytes, bytes]]:
     """Every partition's RocksDB as faust will open it, offset key included."""
     store, out = table.data, {}
     for p in range(PARTITIONS):
-        db = Rdict(str(store.partition_path(p)), options=store.rocksdb_options.as_options())
+        db = faust_internals.rocksdb_partition(store, p)
         try:
             out[p] = dict(db.items())
         finally:

@@ -1,6 +1,7 @@
 """The faust app as built for `ttbridge worker` (no broker needed to build it)."""
 import pytest
 
+from app.job import faust_internals
 from app.job.worker import PAGES, build_app, healthz, metrics, readyz, stats
 from app.settings import load
 
@@ -14,9 +15,12 @@ def test_the_click_table_opens_rocksdb_with_small_memtables_and_cache(tmp_path):
     options = store.rocksdb_options
     assert (options.write_buffer_size, options.max_write_buffer_number, options.block_cache_size) == (
         4 << 20, 2, 8 << 20)
-    db = store._db_for_partition(0)  # opens the partition's RocksDB with exactly these options
-    db.put(b"k", b"v")
-    assert db.get(b"k") == b"v"
+    db = faust_internals.rocksdb_partition(store, 0)  # opens it with exactly these options
+    try:
+        db.put(b"k", b"v")
+        assert db.get(b"k") == b"v"
+    finally:
+        db.close()
 
 
 class View:

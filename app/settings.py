@@ -1,16 +1,20 @@
 """Settings: environment variables (deployment) plus one optional TOML file (pixels, routing,
-event mapping, windows). Loaded once at start-up and validated; a wrong value raises
-SettingsError with one line naming the variable and what is expected.
+event mapping, windows). Loaded once at start-up and validated; a wrong value, an unknown key in
+the file or an unknown TTBRIDGE_* variable raises SettingsError with one line naming it and what
+is expected.
 
 faust reads env names like BROKER_URL and WEB_PORT itself and lets them override code, so every
 setting of ours lives under our own names (DESIGN.md's contract table).
 """
 from __future__ import annotations
 
+import difflib
+import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 if TYPE_CHECKING:
     from app.mapping.config import MappingConfig
@@ -72,6 +76,9 @@ class Routing:
 
 # Inputs above this cannot travel whole in a dead-letter record under Kafka's default 1 MiB limit.
 MAX_MESSAGE_BYTES = 512 * 1024
+# Kafka's rule for topic names; app ids too, since they prefix the internal topics' names.
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_TTBRIDGE_WHERE = "TTBRIDGE_CONFIG [ttbridge]"
 
 
 @dataclass(frozen=True)
@@ -109,29 +116,68 @@ class Settings:
     # The [events] table: source event name -> TikTok name(s); merged over the defaults.
     event_map: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     click_id_paths: tuple[str, ...] = ("properties.click_id", "context.click_id")
+    # Passed to the mapping (MappingConfig): sent on every event unless the event says otherwise.
+    limited_data_use: bool | None = None
+    content_type: str | None = None
+    # False leaves page url/referrer out of what is sent (they can carry PII in query strings).
+    send_page_url: bool = True
 
     def __post_init__(self) -> None:
+        if not self.broker_urls:
+            raise SettingsError("KAFKA_BOOTSTRAP_SERVERS: expected comma-separated host:port, "
+                                f"got {self.bootstrap_servers!r}")
+        if not self.api_url.startswith(("http://", "https://")):
+            raise SettingsError(f"TIKTOK_API_URL: expected an http(s) URL, got {self.api_url!r}")
+        seen: dict[str, str] = {}
+        for var, attr in _TOPIC_VARS.items():
+            topic = getattr(self, attr)
+            if not _TOPIC_NAME.fullmatch(topic):
+                raise SettingsError(f"{var}: expected a Kafka topic name (at most 249 letters, digits, "
+                                    f"'.', '_' or '-'), got {topic!r}")
+            if topic in seen:  # one topic in two roles would mix clicks, events, retries, dead letters
+                raise SettingsError(f"{var}: {topic!r} is already {seen[topic]}")
+            seen[topic] = var
+        if not _TOPIC_NAME.fullmatch(self.app_id):
+            raise SettingsError("TTBRIDGE_APP_ID: expected letters, digits, '.', '_' or '-' (it "
+                                f"prefixes topic names), got {self.app_id!r}")
         if not 1 <= self.web_port <= 65535:
             raise SettingsError(f"TTBRIDGE_WEB_PORT: expected a port 1-65535, got {self.web_port}")
+
+        def wrong(name: str, expected: str) -> SettingsError:
+            value = getattr(self, name)
+            shown = list(value) if isinstance(value, tuple) else value  # as the file writes it
+            return SettingsError(f"{_TTBRIDGE_WHERE}.{name}: expected {expected}, got {shown!r}")
+
+        # partitions: the join's topics need one; max_in_flight_per_pixel = 0 would never send.
+        for name in ("partitions", "max_in_flight_per_pixel"):
+            if not getattr(self, name) >= 1:
+                raise wrong(name, "an integer >= 1")
+        # 0 is meaningful here: send each batch at once, don't wait for a late click.
+        for name in ("batch_window_s", "join_wait_s"):
+            if not getattr(self, name) >= 0:
+                raise wrong(name, "a number >= 0")
+        # 0 has no use: every event too old, every request timed out, no time to shut down, a
+        # group that never holds, a sweep that never stops.
+        for name in ("max_event_age_days", "http_connect_timeout_s", "http_total_timeout_s",
+                     "shutdown_timeout_s", "session_timeout_s", "sweep_interval_s"):
+            if not getattr(self, name) > 0:
+                raise wrong(name, "a number > 0")
         if not 0 < self.attribution_window_days <= 28:
-            raise SettingsError("attribution_window_days: expected more than 0 and at most 28 "
-                                f"(TikTok's limit), got {self.attribution_window_days}")
+            raise wrong("attribution_window_days", "more than 0 and at most 28 (TikTok's limit)")
         if not 1 <= self.batch_max <= 1000:
-            raise SettingsError(f"batch_max: expected 1-1000 (TikTok's limit), got {self.batch_max}")
-        for name in ("batch_window_s", "join_wait_s", "max_event_age_days", "shutdown_timeout_s",
-                     "http_connect_timeout_s", "http_total_timeout_s"):
-            if getattr(self, name) < 0:
-                raise SettingsError(f"{name}: expected a number >= 0, got {getattr(self, name)}")
+            raise wrong("batch_max", "1-1000 (TikTok's limit)")
         if not 1024 <= self.max_message_bytes <= MAX_MESSAGE_BYTES:
-            raise SettingsError(f"max_message_bytes: expected 1024-{MAX_MESSAGE_BYTES} (a dead letter "
-                                f"holding the message must fit in one Kafka record), got {self.max_message_bytes}")
-        if not self.retry_tiers_s or any(t < 0 for t in self.retry_tiers_s):
-            raise SettingsError("retry_tiers_s: expected a non-empty list of delays >= 0 seconds")
+            raise wrong("max_message_bytes", f"1024-{MAX_MESSAGE_BYTES} (a dead letter holding the "
+                                             "message must fit in one Kafka record)")
+        if not self.retry_tiers_s or not all(t >= 0 for t in self.retry_tiers_s):
+            raise wrong("retry_tiers_s", "a non-empty list of delays >= 0 seconds")
         if self.routing.default and self.routing.default not in self.pixels:
-            raise SettingsError(f"routing.default: pixel {self.routing.default!r} is not configured")
+            raise SettingsError(f"TTBRIDGE_CONFIG [routing].default: pixel {self.routing.default!r} "
+                                f"is not configured ({_configured(self.pixels)})")
         for value, code in self.routing.rules.items():
             if code not in self.pixels:
-                raise SettingsError(f"routing.rules.{value}: pixel {code!r} is not configured")
+                raise SettingsError(f"TTBRIDGE_CONFIG [routing.rules].{value!r}: pixel {code!r} is "
+                                    f"not configured ({_configured(self.pixels)})")
 
     @property
     def track_url(self) -> str:
@@ -141,6 +187,10 @@ class Settings:
     @property
     def broker_urls(self) -> list[str]:
         return ["kafka://" + hp.strip() for hp in self.bootstrap_servers.split(",") if hp.strip()]
+
+
+def _configured(pixels: Mapping[str, Pixel]) -> str:
+    return "configured: " + ", ".join(map(repr, pixels)) if pixels else "no pixel is configured"
 
 
 _ENV_FIELDS = {
@@ -154,14 +204,16 @@ _ENV_FIELDS = {
     "TTBRIDGE_APP_ID": "app_id",
     "TTBRIDGE_DATA_DIR": "data_dir",
 }
+_TOPIC_VARS = {var: attr for var, attr in _ENV_FIELDS.items() if attr.startswith("topic_")}
 
-_TOML_NUMBERS = {
-    "partitions": int, "batch_window_s": float, "batch_max": int, "join_wait_s": float,
-    "attribution_window_days": float, "max_event_age_days": float, "max_message_bytes": int,
-    "http_connect_timeout_s": float, "http_total_timeout_s": float,
-    "max_in_flight_per_pixel": int, "shutdown_timeout_s": float, "session_timeout_s": float,
-    "sweep_interval_s": float,
-}
+# Every TTBRIDGE_* variable ttbridge reads, here or elsewhere. load() refuses any other: a
+# misspelled one would otherwise be ignored and its default used without a word.
+_KNOWN_ENV = frozenset({
+    "TTBRIDGE_CONFIG", "TTBRIDGE_TOPIC_CLICKS", "TTBRIDGE_TOPIC_EVENTS", "TTBRIDGE_TOPIC_RETRY",
+    "TTBRIDGE_TOPIC_DLQ", "TTBRIDGE_APP_ID", "TTBRIDGE_DATA_DIR", "TTBRIDGE_WEB_PORT",
+    "TTBRIDGE_TOPICS_DIR",  # app/job/topics.py: where the topic specs are
+    "TTBRIDGE_CACHE_DIR",   # app/devtools/kafka_local.py: where the local Kafka is downloaded
+})
 
 
 def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -176,11 +228,11 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
             values[attr] = env[name].strip()
     if env.get("TTBRIDGE_WEB_PORT"):
         values["web_port"] = _int(env["TTBRIDGE_WEB_PORT"], "TTBRIDGE_WEB_PORT")
-    if "api_url" in values and not values["api_url"].startswith(("http://", "https://")):
-        raise SettingsError(f"TIKTOK_API_URL: expected an http(s) URL, got {values['api_url']!r}")
 
     toml = _read_toml(values.get("config_path"))
     values.update(_from_toml(toml))
+    # After the file: a token_env in TTBRIDGE_* gets its own, clearer line from _from_toml.
+    _known_variables(env)
     pixels: dict[str, Pixel] = dict(values.pop("pixels", {}))
     token = env.get("TIKTOK_ACCESS_TOKEN", "").strip()
     pixel_code = env.get("TIKTOK_PIXEL_CODE", "").strip()
@@ -195,7 +247,18 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         routing = Routing(routing.path, routing.rules, next(iter(pixels)))
     values["routing"] = routing
     values.update(overrides)
-    return Settings(**values)
+    settings = Settings(**values)
+    mapping_config(settings)  # a wrong mapping value fails here, at start-up, not in the worker
+    return settings
+
+
+def _known_variables(env: Mapping[str, str]) -> None:
+    for name in sorted(env):
+        if name.startswith("TTBRIDGE_") and name not in _KNOWN_ENV:
+            # Compared without the prefix all share, which alone would make every name "close".
+            hint = _hint(name.removeprefix("TTBRIDGE_"),
+                         [n.removeprefix("TTBRIDGE_") for n in _KNOWN_ENV], "TTBRIDGE_".__add__)
+            raise SettingsError(f"{name}: unknown variable ({hint})")
 
 
 def _int(raw: str, name: str) -> int:
@@ -203,6 +266,14 @@ def _int(raw: str, name: str) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"{name}: expected an integer, got {raw!r}") from None
+
+
+def _hint(key: str, known: Iterable[str], show: Callable[[str], str] = repr) -> str:
+    """The known name closest to a misspelled `key`, else all of them."""
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        return f"did you mean {show(close[0])}?"
+    return "known: " + ", ".join(map(show, sorted(known)))
 
 
 def _read_toml(path: str | None) -> dict[str, Any]:
@@ -217,60 +288,162 @@ def _read_toml(path: str | None) -> dict[str, Any]:
         raise SettingsError(f"TTBRIDGE_CONFIG: {path!r} is not valid TOML: {e}") from None
 
 
+# [ttbridge] values: each key is a Settings field; its function checks the type and converts.
+# Ranges are checked in Settings.__post_init__, mapping values by MappingConfig (see load()).
+
+def _integer(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingsError(f"{where}: expected an integer, got {value!r}")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SettingsError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise SettingsError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise SettingsError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _delays(value: Any, where: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or not all(not isinstance(v, bool) and isinstance(v, (int, float))
+                                              and math.isfinite(v) for v in value):
+        raise SettingsError(f"{where}: expected a list of seconds, got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def _dotted_paths(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SettingsError(f"{where}: expected a list of dotted paths, got {value!r}")
+    return tuple(value)
+
+
+def _region(value: Any, where: str) -> str:
+    if not isinstance(value, str) or len(value) != 2:
+        raise SettingsError(f"{where}: expected a two-letter region such as \"GB\", got {value!r}")
+    return value.upper()
+
+
+_TTBRIDGE_KEYS: dict[str, Callable[[Any, str], Any]] = {
+    "partitions": _integer, "batch_window_s": _number, "batch_max": _integer,
+    "join_wait_s": _number, "attribution_window_days": _number, "max_event_age_days": _number,
+    "max_message_bytes": _integer, "default_region": _region, "retry_tiers_s": _delays,
+    "http_connect_timeout_s": _number, "http_total_timeout_s": _number,
+    "max_in_flight_per_pixel": _integer, "shutdown_timeout_s": _number,
+    "session_timeout_s": _number, "sweep_interval_s": _number, "click_id_paths": _dotted_paths,
+    "limited_data_use": _flag, "content_type": _text, "send_page_url": _flag,
+}
+_TABLES = {"ttbridge": "[ttbridge]", "pixels": "[[pixels]]", "routing": "[routing]", "events": "[events]"}
+_PIXEL_KEYS = ("code", "token_env", "event_source", "test_event_code")
+_ROUTING_KEYS = ("path", "rules", "default")
+
+
+def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise SettingsError(f"TTBRIDGE_CONFIG {_TABLES[name]}: expected a table, got {value!r}")
+    return value
+
+
+def _known_keys(table: dict[str, Any], known: Iterable[str], where: str) -> None:
+    for key in table:
+        if key not in known:
+            raise SettingsError(f"{where}.{key}: unknown key ({_hint(key, known)})")
+
+
 def _from_toml(doc: dict[str, Any]) -> dict[str, Any]:
     """The TOML file's tables → Settings fields. Unknown keys are errors, not silently ignored."""
     out: dict[str, Any] = {}
-    known = {"ttbridge", "pixels", "routing", "events"}
     for key in doc:
-        if key not in known:
-            raise SettingsError(f"TTBRIDGE_CONFIG: unknown table [{key}] (expected one of {sorted(known)})")
-    for key, value in doc.get("ttbridge", {}).items():
-        where = f"TTBRIDGE_CONFIG [ttbridge].{key}"
-        if key in _TOML_NUMBERS:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise SettingsError(f"{where}: expected a number, got {value!r}")
-            out[key] = _TOML_NUMBERS[key](value)
-        elif key == "retry_tiers_s":
-            if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
-                raise SettingsError(f"{where}: expected a list of seconds, got {value!r}")
-            out[key] = tuple(float(v) for v in value)
-        elif key == "click_id_paths":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise SettingsError(f"{where}: expected a list of dotted paths, got {value!r}")
-            out[key] = tuple(value)
-        elif key == "default_region":
-            if not isinstance(value, str) or len(value) != 2:
-                raise SettingsError(f"{where}: expected a two-letter region such as \"GB\", got {value!r}")
-            out[key] = value.upper()
-        else:
-            raise SettingsError(f"{where}: unknown setting")
-    pixels = {}
-    for i, p in enumerate(doc.get("pixels", [])):
-        where = f"TTBRIDGE_CONFIG [[pixels]] #{i + 1}"
+        if key in _TTBRIDGE_KEYS:  # written above the [ttbridge] header, or without one
+            raise SettingsError(f"TTBRIDGE_CONFIG: {key!r} is outside any table "
+                                "(it belongs in [ttbridge])")
+        if key not in _TABLES:
+            raise SettingsError(f"TTBRIDGE_CONFIG: unknown table {key!r} "
+                                f"({_hint(key, _TABLES, _TABLES.get)})")
+    ttbridge = _table(doc, "ttbridge")
+    _known_keys(ttbridge, _TTBRIDGE_KEYS, _TTBRIDGE_WHERE)
+    for key, value in ttbridge.items():
+        out[key] = _TTBRIDGE_KEYS[key](value, f"{_TTBRIDGE_WHERE}.{key}")
+    entries = doc.get("pixels", [])
+    if not isinstance(entries, list) or not all(isinstance(p, dict) for p in entries):
+        raise SettingsError("TTBRIDGE_CONFIG [[pixels]]: expected an array of tables, one "
+                            "[[pixels]] per pixel")
+    pixels: dict[str, Pixel] = {}
+    for i, p in enumerate(entries, 1):
+        where = f"TTBRIDGE_CONFIG [[pixels]] #{i}"
+        _known_keys(p, _PIXEL_KEYS, where)
         code, token_env = p.get("code"), p.get("token_env")
         if not isinstance(code, str) or not code:
-            raise SettingsError(f"{where}: 'code' (the pixel code) is required")
+            raise SettingsError(f"{where}.code: required, the pixel code")
+        if code in pixels:
+            raise SettingsError(f"{where}.code: pixel {code!r} is configured twice")
         # Tokens come from the environment, named here, so the file can be committed.
-        if not isinstance(token_env, str) or not os.environ.get(token_env, "").strip():
-            raise SettingsError(f"{where}: 'token_env' must name a set environment variable holding the token")
+        if not isinstance(token_env, str) or not token_env:
+            raise SettingsError(f"{where}.token_env: required, the environment variable holding "
+                                "the pixel's token")
+        if token_env.startswith("TTBRIDGE_"):  # load() refuses TTBRIDGE_* names it does not know
+            raise SettingsError(f"{where}.token_env: {token_env!r} is in ttbridge's own namespace; "
+                                "name the token's variable otherwise, e.g. TIKTOK_TOKEN_SHOP_A")
+        if not os.environ.get(token_env, "").strip():
+            raise SettingsError(f"{where}.token_env: environment variable {token_env} is not set")
         source = p.get("event_source", "web")
         if source not in ("web", "app", "offline", "crm"):
-            raise SettingsError(f"{where}: event_source must be web, app, offline or crm, got {source!r}")
-        pixels[code] = Pixel(code, Secret(os.environ[token_env].strip()), source, p.get("test_event_code"))
+            raise SettingsError(f"{where}.event_source: expected web, app, offline or crm, "
+                                f"got {source!r}")
+        test_code = p.get("test_event_code")
+        if test_code is not None:
+            _text(test_code, f"{where}.test_event_code")
+        pixels[code] = Pixel(code, Secret(os.environ[token_env].strip()), source, test_code)
     if pixels:
         out["pixels"] = pixels
     if "routing" in doc:
-        r = doc["routing"]
-        out["routing"] = Routing(r.get("path"), dict(r.get("rules", {})), r.get("default"))
+        out["routing"] = _routing(_table(doc, "routing"))
     if "events" in doc:
         events = {}
-        for name, target in doc["events"].items():
-            names = (target,) if isinstance(target, str) else tuple(target)
-            if not all(isinstance(n, str) for n in names):
-                raise SettingsError(f"TTBRIDGE_CONFIG [events].{name!r}: expected a TikTok event name or a list of them")
-            events[name] = names
+        for name, target in _table(doc, "events").items():
+            names = [target] if isinstance(target, str) else target
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise SettingsError(f"TTBRIDGE_CONFIG [events].{name!r}: expected a TikTok event "
+                                    f"name or a list of them, got {target!r}")
+            events[name] = tuple(names)
         out["event_map"] = events
     return out
+
+
+def _routing(r: dict[str, Any]) -> Routing:
+    where = "TTBRIDGE_CONFIG [routing]"
+    _known_keys(r, _ROUTING_KEYS, where)
+    path, rules, default = r.get("path"), r.get("rules", {}), r.get("default")
+    if path is not None and (not isinstance(path, str) or not all(path.split("."))):
+        raise SettingsError(f"{where}.path: expected a dotted path such as \"properties.site\", "
+                            f"got {path!r}")
+    if not isinstance(rules, dict):
+        raise SettingsError(f"{where}.rules: expected a table of value = pixel code, got {rules!r}")
+    for value, code in rules.items():
+        if not isinstance(code, str):
+            raise SettingsError(f"TTBRIDGE_CONFIG [routing.rules].{value!r}: expected a pixel "
+                                f"code, got {code!r}")
+    if rules and path is None:  # the rules would never be looked at
+        raise SettingsError(f"{where}.rules: needs [routing].path, the event field whose value "
+                            "picks a rule")
+    if default is not None and not isinstance(default, str):
+        raise SettingsError(f"{where}.default: expected a pixel code, got {default!r}")
+    return Routing(path, dict(rules), default)
+
+
+# MappingConfig names its settings like the [ttbridge] keys, except the event map.
+_MAPPING_WHERE = {"events": "[events]"}
 
 
 def mapping_config(settings: Settings) -> MappingConfig:
@@ -279,7 +452,10 @@ def mapping_config(settings: Settings) -> MappingConfig:
 
     doc = {"click_id_paths": list(settings.click_id_paths),
            "attribution_window_s": settings.attribution_window_days * 86400,
-           "max_event_age_s": settings.max_event_age_days * 86400}
+           "max_event_age_s": settings.max_event_age_days * 86400,
+           "limited_data_use": settings.limited_data_use,
+           "content_type": settings.content_type,
+           "send_page_url": settings.send_page_url}
     if settings.default_region:
         doc["default_region"] = settings.default_region
     if settings.event_map:
@@ -287,4 +463,6 @@ def mapping_config(settings: Settings) -> MappingConfig:
     try:
         return MappingConfig.from_dict(doc)
     except ValueError as e:
-        raise SettingsError(f"TTBRIDGE_CONFIG {e}") from None
+        key, _, why = str(e).partition(": ")
+        where = _MAPPING_WHERE.get(key, f"[ttbridge].{key}")
+        raise SettingsError(f"TTBRIDGE_CONFIG {where}: {why}") from None

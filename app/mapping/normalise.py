@@ -124,9 +124,13 @@ def e164(s: str, default_region: str | None) -> str | None:
     region such a number is ambiguous (is "2133734253" US or Algerian?) and gives None rather
     than a guess. "Possible" (the right length for its country) is the bar, not "valid": validity
     depends on the metadata of the moment and refuses reserved ranges that real test traffic uses.
+    A length possible only for local dialling (without the area code) is not enough.
     """
     plain = _plain_international(s)
     return plain if plain is not None else _parsed_e164(s, default_region)
+
+
+_POSSIBLE = phonenumbers.ValidationResult.IS_POSSIBLE
 
 
 def _parsed_e164(s: str, default_region: str | None) -> str | None:
@@ -134,7 +138,8 @@ def _parsed_e164(s: str, default_region: str | None) -> str | None:
         number = phonenumbers.parse(s, default_region)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_possible_number(number):
+    # A length possible only for local dialling (no area code) is not a number TikTok can match.
+    if phonenumbers.is_possible_number_with_reason(number) != _POSSIBLE:
         return None
     return phonenumbers.format_number(number, _E164)
 
@@ -171,15 +176,15 @@ def _plain_international(s: str) -> str | None:
 
 def _country_rule(code: str) -> tuple[re.Pattern | None, frozenset[int]]:
     """What the fast path needs of one calling code's metadata, loaded once: the national prefix
-    phonenumbers would strip, and the possible national lengths (local-only ones included, as
-    phonenumbers.is_possible_number counts them)."""
+    phonenumbers would strip, and the possible national lengths (not the local-only ones: a
+    number without its area code is not E.164)."""
     rule = _NO_RULE
     if int(code) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
         meta = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
             int(code), phonenumbers.region_code_for_country_code(int(code)))
         if meta is not None and meta.general_desc is not None:
             general = meta.general_desc
-            lengths = frozenset(general.possible_length or ()) | frozenset(general.possible_length_local_only or ())
+            lengths = frozenset(general.possible_length or ())
             if lengths and -1 not in lengths:
                 trunk = meta.national_prefix_for_parsing
                 rule = (re.compile(trunk) if trunk else None, lengths)

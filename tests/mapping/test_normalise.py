@@ -197,3 +197,11 @@ def test_e164_takes_the_fast_path_only_where_it_agrees():
     assert _plain_international("+39 06 1234 5678") is None  # Italy keeps its leading 0
     assert e164("+39 06 1234 5678", None) == "+390612345678"
     assert _plain_international("+1 555") is None and e164("+1 555", None) is None
+
+
+@pytest.mark.parametrize("raw, region", [("+12345432", None), ("+1 234-5432", None), ("234 5432", "US")])
+def test_a_number_possible_only_for_local_dialling_is_not_e164(raw, region):
+    # 7 digits after +1 is dialled without its area code: TikTok could never match its hash.
+    assert e164(raw, region) is None
+    assert hash_phone(raw, region) is None
+    assert e164("+1 212 234 5432", None) == "+12122345432"  # the same number with its area code

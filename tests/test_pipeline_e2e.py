@@ -1,6 +1,5 @@
 """End to end on the real broker and the fake Events API: a worker process, RocksDB tables, six
 partitions, two pixels. Every produced event is accounted for: sent + skipped + dead-lettered."""
-import asyncio
 import time
 
 import orjson
@@ -52,7 +51,10 @@ async def test_produced_events_are_all_accounted_for(kafka_bootstrap, fake, stac
         await worker.wait_ready()
         await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_EVENTS"],
                            [landing, *events, *late, after_landing, no_click_id, never_clicked, *unmapped, *bad])
-        await asyncio.sleep(1)
+
+        async def late_ones_waiting():  # the three late orders and the never-clicked one
+            return (await worker.stats()).get("pending", 0) >= 4
+        await wait_for(late_ones_waiting, 30, "the late orders to wait for their clicks")
         await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_CLICKS"], late_clicks)
         expected_sent = n + 3 + 2  # joined orders, late ones, after-landing sign-up, lead without click id
 
@@ -137,7 +139,12 @@ async def test_expired_clicks_are_swept_from_the_table(kafka_bootstrap, fake, st
         async def swept():
             return (await worker.stats()).get("clicks_expired", 0) >= 2
         await wait_for(swept, 30, "the sweep")
-        await asyncio.sleep(2.5)  # more sweeps: deleted clicks are not swept again, the fresh one stays
+        sweeps = (await worker.stats())["click_sweeps"]
+
+        async def swept_twice_more():
+            return (await worker.stats())["click_sweeps"] >= sweeps + 2
+        await wait_for(swept_twice_more, 30, "two more sweeps")
+        # Deleted clicks are not swept again; the fresh one stays.
         assert (await worker.stats())["clicks_expired"] == 2
         # The fresh click still joins.
         await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_EVENTS"], [

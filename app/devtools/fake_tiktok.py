@@ -167,7 +167,9 @@ class FakeTikTok:
             self._record_file()  # an unwritable path fails here, not as HTTP 500s later
         # A fresh app each time: an aiohttp app cannot be set up again once it was cleaned up.
         # access_log=None: a line per request would swamp the benchmark's output and its CPU.
-        self._runner = web.AppRunner(self.make_app(), access_log=None)
+        # shutdown_timeout: a handler still held by latency_ms when the fake stops is cancelled
+        # after a moment (its client sees the connection drop) instead of aiohttp's 60 s wait.
+        self._runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         try:
             await web.TCPSite(self._runner, host, port).start()

@@ -20,6 +20,7 @@ _HELP = {
     "requests": "requests sent to the Events API",
     "batches": "request bodies built by the forwarder",
     "clicks_expired": "clicks past the attribution window deleted from the table",
+    "click_sweeps": "runs of the sweeper that deletes expired clicks",
 }
 
 

@@ -144,6 +144,7 @@ class Job:
         n = await self.clicks.sweep(self.write, self.settings.batch_max)
         if n:
             self.metrics.add("clicks_expired", n)
+        self.metrics.add("click_sweeps")
 
     async def stop(self) -> None:
         """After faust has stopped every agent and task: nothing writes any more."""

@@ -7,6 +7,9 @@ ALL_ZERO = """\
 # HELP ttbridge_batches_total request bodies built by the forwarder
 # TYPE ttbridge_batches_total counter
 ttbridge_batches_total 0
+# HELP ttbridge_click_sweeps_total runs of the sweeper that deletes expired clicks
+# TYPE ttbridge_click_sweeps_total counter
+ttbridge_click_sweeps_total 0
 # HELP ttbridge_clicks_expired_total clicks past the attribution window deleted from the table
 # TYPE ttbridge_clicks_expired_total counter
 ttbridge_clicks_expired_total 0

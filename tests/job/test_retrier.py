@@ -1,5 +1,4 @@
 """The retry tiers' decisions, and `ttbridge retry-worker` running alone."""
-import asyncio
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from app.job.retrier import MAX_HOLD_S, next_step
 from app.job.topics import create_topics, retry_tier_topic
 from app.settings import load
 from app.tiktok.outcomes import Action, error_info
-from tests.support import read_all
+from tests.support import read_all, wait_for
 
 TIERS = (30.0, 300.0, 1800.0, 7200.0)
 
@@ -66,9 +65,9 @@ async def test_retry_worker_alone_resends_a_due_record(kafka_bootstrap, unique, 
     proc = subprocess.Popen([sys.executable, "-m", "app", "retry-worker"], env={**os.environ, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60  # a start-up and a group join, on a busy machine too
-        while not fake.accepted and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
+        async def resent():
+            return bool(fake.accepted)
+        await wait_for(resent, 60, "the retry worker to resend")  # a start-up and a group join
         received = time.time()
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -464,5 +464,6 @@ def mapping_config(settings: Settings) -> MappingConfig:
         return MappingConfig.from_dict(doc)
     except ValueError as e:
         key, _, why = str(e).partition(": ")
-        where = _MAPPING_WHERE.get(key, f"[ttbridge].{key}")
+        table, dot, name = key.partition(".")
+        where = f"[{table}].{name}" if dot and table == "events" else _MAPPING_WHERE.get(key, f"[ttbridge].{key}")
         raise SettingsError(f"TTBRIDGE_CONFIG {where}: {why}") from None

@@ -37,7 +37,7 @@ def test_load_is_realistic_and_every_joinable_event_passes_the_fake():
     for i, (_, raw) in enumerate(load.events):
         kind = kind_of(i)
         try:
-            doc = decode_event(raw, 256 * 1024)
+            doc, _ = decode_event(raw, 256 * 1024, MAPPING)
             click_id = doc.get("properties", {}).get("click_id")
             mapped = map_event(doc, clicks.get(click_id), MAPPING, now)
         except Refusal as r:

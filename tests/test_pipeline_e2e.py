@@ -99,8 +99,9 @@ async def test_produced_events_are_all_accounted_for(kafka_bootstrap, fake, stac
     assert "c-never" in by_reason["no_identifier"]["message"]
 
     produced = 1 + n + 3 + 1 + 1 + 1 + len(unmapped) + len(bad)
-    skipped = stats["events_skipped"]["unmapped"]
-    assert skipped == len(unmapped) + 1  # the landing page view is recorded as a click, not sent
+    # The landing page view is recorded as a click, and skipped as a page call, not a conversion.
+    assert stats["events_skipped"] == {"unmapped": len(unmapped), "not_a_conversion": 1}
+    skipped = len(unmapped) + 1
     assert stats["events_in"] == produced
     assert len(fake.accepted) + skipped + len(dead) == produced
     assert await read_all(kafka_bootstrap, env["TTBRIDGE_TOPIC_RETRY"], 0, timeout=1) == []

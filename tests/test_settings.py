@@ -256,8 +256,10 @@ NUMBER = "TTBRIDGE_CONFIG [ttbridge].{}: expected a number > 0, got 0.0"
      "TTBRIDGE_CONFIG [ttbridge].click_id_paths: must be a non-empty list of dotted paths"),
     ("[ttbridge]\nclick_id_paths = ['properties..clid']\n",
      "TTBRIDGE_CONFIG [ttbridge].click_id_paths: 'properties..clid' is not a dotted path"),
-    ("[events]\n'Quote Requested' = 'Leed'\n", "TTBRIDGE_CONFIG [events]: 'Quote Requested' -> 'Leed' is not a "
-     f"TikTok standard event (one of {', '.join(sorted(STANDARD_EVENTS))})"),
+    ("[events]\n'Quote Requested' = 'Leed'\n", "TTBRIDGE_CONFIG [events].'Quote Requested': 'Leed' is not a "
+     "TikTok standard event (did you mean 'Lead'?)"),
+    ("[events]\n'Quote Requested' = 'Quote'\n", "TTBRIDGE_CONFIG [events].'Quote Requested': 'Quote' is not a "
+     f"TikTok standard event (known: {', '.join(sorted(STANDARD_EVENTS))})"),
     # Pixels.
     ("[[pixels]]\ntoken_env = 'SHOP_A_TOKEN'\n", "TTBRIDGE_CONFIG [[pixels]] #1.code: required, the pixel code"),
     ("[[pixels]]\ncode = 'PIXA'\n", "TTBRIDGE_CONFIG [[pixels]] #1.token_env: required, the environment "

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 import orjson
 
@@ -20,7 +20,7 @@ from app.job.bundles import read_events
 from app.job.durable import Write, write_durably
 from app.job.metrics import Metrics
 from app.job.records import dead_letter, encode, retry_record
-from app.mapping.events import MappingConfig, Refusal, has_identifier, map_event
+from app.mapping.events import MappingConfig, Refusal, Skip, has_identifier, map_event, test_event_code_of
 from app.mapping.routing import Router
 from app.settings import Settings
 from app.tiktok.requests import request_bodies
@@ -61,9 +61,12 @@ class _Bundle:
 
 class Forwarder:
     def __init__(self, settings: Settings, mapping: MappingConfig, lookup: Lookup, sender: Sender,
-                 write: Write, metrics: Metrics, assigned: Callable[[], set] | None = None) -> None:
+                 write: Write, metrics: Metrics, assigned: Callable[[], set] | None = None,
+                 mappings: Mapping[str, MappingConfig] | None = None) -> None:
         self.settings = settings
+        # The input topic's shape reads its events; `mapping` those of any other topic.
         self.mapping = mapping
+        self.mappings = dict(mappings or {})
         self.lookup = lookup
         self.sender = sender
         self.write = write
@@ -198,8 +201,9 @@ class Forwarder:
             if isinstance(outcome, dict):
                 dead.append((None, outcome))
             elif outcome is not None:
-                pixel, items = outcome
-                key = (pixel.event_source, pixel.code, pixel.test_event_code)
+                pixel, items, test_event_code = outcome
+                # An event's own test event code is a field of the request: it batches apart.
+                key = (pixel.event_source, pixel.code, test_event_code)
                 pixels[key] = pixel
                 groups[key].extend(items)
 
@@ -232,7 +236,8 @@ class Forwarder:
             bundle.settle()
 
     def _prepare(self, fe, entry: dict, now: float):
-        """One event's fate: _PENDING, a dead-letter record, None (skipped), or (pixel, items)."""
+        """One event's fate: _PENDING, a dead-letter record, None (skipped), or (pixel, items,
+        test event code)."""
         m = self.metrics
         event, click_id = entry["event"], entry["click_id"]
         click = self.lookup(fe, click_id) if click_id else None
@@ -242,11 +247,16 @@ class Forwarder:
             m.add("events_joined")
         elif click_id:
             m.add("events_waited")
+        mapping = self.mappings.get((entry.get("source") or {}).get("topic"), self.mapping) \
+            if self.mappings else self.mapping
         try:
-            items = map_event(event, click, self.mapping, now)
+            items = map_event(event, click, mapping, now)
         except Refusal as r:
             return dead_letter(r.reason, r.message, "map", now, source=entry["source"],
                                original=_original(entry))
+        except Skip as s:
+            m.add("events_skipped", reason=s.reason)
+            return None
         if not items:
             m.add("events_skipped", reason="unmapped")
             return None
@@ -259,7 +269,7 @@ class Forwarder:
         if pixel is None:
             return dead_letter("no_route", "no pixel matches this event and no default pixel is "
                                "configured", "map", now, source=entry["source"], original=_original(entry))
-        return pixel, items
+        return pixel, items, test_event_code_of(event, mapping) or pixel.test_event_code
 
     async def _durably(self, retries: list, dead: list) -> None:
         writes = [("retry", k, value) for k, record in retries for value in encode(record)]

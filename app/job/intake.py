@@ -25,7 +25,7 @@ from app.job.durable import Write, write_durably
 from app.job.metrics import Metrics
 from app.job.records import dead_letter, encode
 from app.mapping.decode import click_from_landing, decode_click, decode_event
-from app.mapping.events import MappingConfig, Refusal, click_id_of, tiktok_names
+from app.mapping.events import MappingConfig, Refusal, click_id_of, skip_reason
 from app.settings import Settings
 
 __all__ = ["Intake"]
@@ -109,14 +109,13 @@ class Intake:
 
     def _event(self, msg, bundler: Bundler, now: float) -> None:
         self.metrics.add("events_in")
-        event = decode_event(msg.value, self.settings.max_message_bytes)
-        mapped = bool(tiktok_names(event, self.mapping))
+        event, names = decode_event(msg.value, self.settings.max_message_bytes, self.mapping)
         landing = click_from_landing(event, self.mapping)
         if landing is not None:
             self.metrics.add("clicks_in")
             bundler.add_click(*landing)
-        if not mapped:
-            self.metrics.add("events_skipped", reason="unmapped")
+        if not names:
+            self.metrics.add("events_skipped", reason=skip_reason(event, self.mapping))
             return
         # The original bytes travel on: no re-serialisation. `at` starts the late-click wait: it
         # counts from now, not from the record's timestamp, so that a worker catching up after

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import orjson
 
-from app.mapping.events import MappingConfig, Refusal, click_id_of, parse_timestamp, ttclid_from_url
+from app.mapping.events import MappingConfig, Refusal, click_id_of, tiktok_names
+from app.mapping.values import get, parse_timestamp, ttclid_from_url
 
 __all__ = ["decode_event", "decode_click", "click_from_landing", "click_record", "DECODE_REASONS"]
 
@@ -15,12 +16,12 @@ DECODE_REASONS = (
     "too_large",           # the message is over max_message_bytes
     "invalid_json",        # not JSON (or not UTF-8)
     "not_an_object",       # JSON, but not an object
-    "missing_event_name",  # a tracking event without `event` (Segment track events need one)
-    "invalid_event_name",  # `event` is not a string
+    "missing_event_name",  # a conversion without a name where its shape's spec says it is
+    "invalid_event_name",  # the name is not a string
     "missing_click_id",    # a click without click_id
     "invalid_click",       # a click field of the wrong type
     "invalid_timestamp",   # a click whose timestamp is not a time
-    "invalid_field",       # `type` is not a string
+    "invalid_field",       # the kind (Segment's `type`) is not a string
 )
 
 _CLICK_ID_AT_TOP = MappingConfig(click_id_paths=("click_id",))
@@ -41,20 +42,11 @@ def _object(raw: bytes, max_bytes: int) -> dict:
     return doc
 
 
-def decode_event(raw: bytes, max_bytes: int) -> dict:
-    """A Segment-spec event. Only page/identify/screen calls may lack `event`."""
+def decode_event(raw: bytes, max_bytes: int, config: MappingConfig) -> tuple[dict, tuple[str, ...]]:
+    """(the event, its TikTok names) in the input shape `config` reads; () when it is not sent
+    (app.mapping.events.skip_reason says why). Refuses an event with no usable name."""
     event = _object(raw, max_bytes)
-    kind = event.get("type", "track")
-    if kind is None:
-        kind = "track"
-    elif not isinstance(kind, str):
-        raise Refusal("invalid_field", f"type: expected a string, got {type(kind).__name__}")
-    name = event.get("event")
-    if name is not None and not isinstance(name, str):
-        raise Refusal("invalid_event_name", f"event: expected a string, got {type(name).__name__}")
-    if (name is None or not name.strip()) and kind == "track":
-        raise Refusal("missing_event_name", "event: missing")
-    return event
+    return event, tiktok_names(event, config)
 
 
 def decode_click(raw: bytes, max_bytes: int) -> tuple[str, dict]:
@@ -78,24 +70,31 @@ def decode_click(raw: bytes, max_bytes: int) -> tuple[str, dict]:
 
 def click_from_landing(event: dict, config: MappingConfig) -> tuple[str, dict] | None:
     """A tracking event with a click ID and a ttclid in its page URL is a landing: record it."""
-    context = event.get("context")
-    page = context.get("page") if isinstance(context, dict) else None
-    url = page.get("url") if isinstance(page, dict) else None
-    ttclid = ttclid_from_url(url)
+    plan = config.plan
+    url, ttclid = None, None
+    for keys in plan.ttclid_urls:
+        url = get(event, keys)
+        ttclid = ttclid_from_url(url)
+        if ttclid:
+            break
     if ttclid is None:
         return None
     click_id = click_id_of(event, config)
     if click_id is None:
         return None
+    stamp = next((v for v in (get(event, k) for k in plan.timestamp_paths) if v not in (None, "")), None)
     try:
-        clicked_at = parse_timestamp(event.get("timestamp") or event.get("originalTimestamp"))
+        clicked_at = parse_timestamp(stamp, unit=plan.timestamp_unit)
     except Refusal:
         return None  # the event itself will be refused with its reason downstream
-    properties = event.get("properties")
+
+    def raw(f) -> str | None:  # click_record keeps strings only
+        return next((v for v in (get(event, k) for k in f.paths) if v is not None), None)
+    fields = {f.name: f for f in plan.plain_user}
     return click_id, click_record(
-        clicked_at, ttclid=ttclid, url=url, ip=context.get("ip"), user_agent=context.get("userAgent"),
-        referrer=page.get("referrer"),
-        ttp=properties.get("ttp") if isinstance(properties, dict) else None)
+        clicked_at, ttclid=ttclid, url=url, ip=raw(fields["ip"]) if "ip" in fields else None,
+        user_agent=raw(fields["user_agent"]) if "user_agent" in fields else None,
+        referrer=raw(plan.page_referrer), ttp=raw(plan.ttp))
 
 
 def click_record(clicked_at: float, **texts) -> dict:

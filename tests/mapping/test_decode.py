@@ -1,15 +1,18 @@
 """Decoding raw Kafka messages: every refusal reason, and the click records that come out."""
 from __future__ import annotations
 
+from functools import partial
+
 import orjson
 import pytest
 
 from app.mapping.decode import DECODE_REASONS, click_from_landing, decode_click, decode_event
-from app.mapping.events import MappingConfig, Refusal, click_id_of, tiktok_names
+from app.mapping.events import MappingConfig, Refusal, click_id_of, skip_reason, tiktok_names
 
 LIMIT = 1024
 CLICKED_AT = 1763634000.0  # 2025-11-20T10:20:00Z
 CONFIG = MappingConfig()
+read_event = partial(decode_event, config=CONFIG)  # as the intake reads the default shape
 
 
 def refusal(decode, raw, *args) -> Refusal:
@@ -20,7 +23,7 @@ def refusal(decode, raw, *args) -> Refusal:
 
 # ---------------------------------------------------------------- reasons shared by both decoders
 
-@pytest.mark.parametrize("decode", [decode_event, decode_click])
+@pytest.mark.parametrize("decode", [read_event, decode_click])
 def test_too_large(decode):
     raw = orjson.dumps({"event": "Order Completed", "click_id": "c1", "pad": "x" * LIMIT})
     r = refusal(decode, raw, LIMIT)
@@ -32,10 +35,10 @@ def test_exactly_the_limit_is_not_too_large():
     raw = orjson.dumps({"event": "Order Completed", "pad": ""})
     raw = raw.replace(b'""', b'"' + b"x" * (LIMIT - len(raw)) + b'"')
     assert len(raw) == LIMIT
-    assert decode_event(raw, LIMIT)["event"] == "Order Completed"
+    assert decode_event(raw, LIMIT, CONFIG)[0]["event"] == "Order Completed"
 
 
-@pytest.mark.parametrize("decode", [decode_event, decode_click])
+@pytest.mark.parametrize("decode", [read_event, decode_click])
 @pytest.mark.parametrize("raw", [
     b'{"event": "Order Completed", ',                 # cut off
     b"",                                              # empty
@@ -48,7 +51,7 @@ def test_invalid_json(decode, raw):
     assert refusal(decode, raw, LIMIT).reason == "invalid_json"
 
 
-@pytest.mark.parametrize("decode", [decode_event, decode_click])
+@pytest.mark.parametrize("decode", [read_event, decode_click])
 @pytest.mark.parametrize("raw, kind", [
     (b"[1, 2]", "list"), (b'"Order Completed"', "str"), (b"42", "int"), (b"null", "NoneType"),
     (b"true", "bool"),
@@ -66,14 +69,14 @@ def test_not_an_object(decode, raw, kind):
     {"properties": {"order_id": "98213"}},
 ])
 def test_missing_event_name(doc):
-    r = refusal(decode_event, orjson.dumps(doc), LIMIT)
-    assert (r.reason, r.message) == ("missing_event_name", "event: missing")
+    r = refusal(decode_event, orjson.dumps(doc), LIMIT, CONFIG)
+    assert (r.reason, r.message) == ("missing_event_name", "event: the event has no name")
 
 
 @pytest.mark.parametrize("name, kind", [(5, "int"), (0, "int"), (False, "bool"), ([], "list"),
                                         ({"n": "Order Completed"}, "dict"), (1.5, "float")])
 def test_invalid_event_name(name, kind):
-    r = refusal(decode_event, orjson.dumps({"event": name}), LIMIT)
+    r = refusal(decode_event, orjson.dumps({"event": name}), LIMIT, CONFIG)
     assert r.reason == "invalid_event_name"
     assert r.message == f"event: expected a string, got {kind}"
 
@@ -83,13 +86,20 @@ def test_invalid_event_name(name, kind):
     {"type": "screen", "name": "Cart"}, {"type": "page", "event": ""},
 ])
 def test_page_identify_and_screen_calls_need_no_event(doc):
-    assert decode_event(orjson.dumps(doc), LIMIT) == doc
+    assert decode_event(orjson.dumps(doc), LIMIT, CONFIG) == (doc, ())
+    assert skip_reason(doc, CONFIG) == "not_a_conversion"
 
 
 def test_a_valid_event_comes_back_as_decoded():
     doc = {"type": "track", "event": "Order Completed", "messageId": "m1",
            "properties": {"order_id": "98213", "total": 46.0, "currency": "USD"}}
-    assert decode_event(orjson.dumps(doc), LIMIT) == doc
+    assert decode_event(orjson.dumps(doc), LIMIT, CONFIG) == (doc, ("Purchase",))
+
+
+def test_an_unmapped_track_call_is_skipped_as_unmapped():
+    doc = {"type": "track", "event": "Video Paused"}
+    assert decode_event(orjson.dumps(doc), LIMIT, CONFIG) == (doc, ())
+    assert skip_reason(doc, CONFIG) == "unmapped"
 
 
 # The worker calls tiktok_names() on every event decode_event lets through, outside any
@@ -104,7 +114,7 @@ def test_a_valid_event_comes_back_as_decoded():
 def test_decode_event_refuses_what_tiktok_names_refuses(doc):
     with pytest.raises(Refusal) as mapped:
         tiktok_names(doc, CONFIG)
-    decoded = refusal(decode_event, orjson.dumps(doc), LIMIT)
+    decoded = refusal(decode_event, orjson.dumps(doc), LIMIT, CONFIG)
     assert decoded.reason == mapped.value.reason
 
 
@@ -200,11 +210,11 @@ def test_click_without_timestamp_key():
 
 
 @pytest.mark.parametrize("decode, raw, reason", [
-    (decode_event, b"x" * (LIMIT + 1), "too_large"),
-    (decode_event, b"{", "invalid_json"),
-    (decode_event, b"[]", "not_an_object"),
-    (decode_event, b"{}", "missing_event_name"),
-    (decode_event, b'{"event": 1}', "invalid_event_name"),
+    (read_event, b"x" * (LIMIT + 1), "too_large"),
+    (read_event, b"{", "invalid_json"),
+    (read_event, b"[]", "not_an_object"),
+    (read_event, b"{}", "missing_event_name"),
+    (read_event, b'{"event": 1}', "invalid_event_name"),
     (decode_click, b'{"timestamp": 1763634000}', "missing_click_id"),
     (decode_click, b'{"click_id": "c1", "ip": 1, "timestamp": 1763634000}', "invalid_click"),
     (decode_click, b'{"click_id": "c1"}', "invalid_timestamp"),

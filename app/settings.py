@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 if TYPE_CHECKING:
     from app.mapping.config import MappingConfig
 
-__all__ = ["Secret", "Pixel", "Routing", "Settings", "SettingsError", "load", "mapping_config"]
+__all__ = ["Secret", "Pixel", "Routing", "KafkaSecurity", "Settings", "SettingsError", "load",
+           "mapping_config"]
 
 
 class SettingsError(ValueError):
@@ -74,6 +75,83 @@ class Routing:
     default: str | None = None
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# Mechanisms aiokafka has, but only with code of the operator's own: a token provider for
+# OAUTHBEARER (fetching and refreshing tokens from their identity provider), Kerberos for GSSAPI.
+_UNSUPPORTED_SASL = {"OAUTHBEARER": "it needs a token provider for your identity provider",
+                     "GSSAPI": "it needs Kerberos set up for the process"}
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How every Kafka client of ttbridge connects: the KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and
+    KAFKA_SSL_* variables, checked here as a whole (a variable that would be ignored is an error:
+    it means the protocol is not what the operator thinks). app/job/kafka_security.py turns them
+    into client options."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: Secret = Secret("")
+    ssl_cafile: str | None = None      # None: the system's CAs (MSK, Confluent Cloud)
+    ssl_certfile: str | None = None    # a client certificate (mutual TLS), with ssl_keyfile
+    ssl_keyfile: str | None = None     # None: the key is in ssl_certfile
+    ssl_key_password: Secret = Secret("")
+    ssl_check_hostname: bool = True
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def __post_init__(self) -> None:
+        protocol = self.protocol
+        if protocol not in SECURITY_PROTOCOLS:
+            raise SettingsError("KAFKA_SECURITY_PROTOCOL: expected PLAINTEXT, SSL, SASL_PLAINTEXT or "
+                                f"SASL_SSL, got {protocol!r}")
+        sasl_set = {"KAFKA_SASL_MECHANISM": self.sasl_mechanism, "KAFKA_SASL_USERNAME": self.sasl_username,
+                    "KAFKA_SASL_PASSWORD": self.sasl_password}
+        ssl_set = {"KAFKA_SSL_CAFILE": self.ssl_cafile, "KAFKA_SSL_CERTFILE": self.ssl_certfile,
+                   "KAFKA_SSL_KEYFILE": self.ssl_keyfile, "KAFKA_SSL_KEY_PASSWORD": self.ssl_key_password,
+                   "KAFKA_SSL_CHECK_HOSTNAME": not self.ssl_check_hostname}
+        for applies, given, needs in ((self.sasl, sasl_set, "SASL_PLAINTEXT or SASL_SSL"),
+                                      (self.tls, ssl_set, "SSL or SASL_SSL")):
+            for var, value in given.items():
+                if value and not applies:
+                    raise SettingsError(f"{var}: set, but KAFKA_SECURITY_PROTOCOL is {protocol} "
+                                        f"(it is used with {needs})")
+        if self.sasl:
+            mechanism = self.sasl_mechanism
+            if not mechanism:
+                raise SettingsError(f"KAFKA_SASL_MECHANISM: required when KAFKA_SECURITY_PROTOCOL is "
+                                    f"{protocol} (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
+            if mechanism in _UNSUPPORTED_SASL:
+                raise SettingsError(f"KAFKA_SASL_MECHANISM: {mechanism} is not supported "
+                                    f"({_UNSUPPORTED_SASL[mechanism]}); use PLAIN, SCRAM-SHA-256 or "
+                                    "SCRAM-SHA-512")
+            if mechanism not in SASL_MECHANISMS:
+                raise SettingsError("KAFKA_SASL_MECHANISM: expected PLAIN, SCRAM-SHA-256 or "
+                                    f"SCRAM-SHA-512, got {mechanism!r}")
+            for var, value in (("KAFKA_SASL_USERNAME", self.sasl_username),
+                               ("KAFKA_SASL_PASSWORD", self.sasl_password)):
+                if not value:
+                    raise SettingsError(f"{var}: required when KAFKA_SECURITY_PROTOCOL is {protocol}")
+        for var in ("KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE"):
+            path = ssl_set[var]
+            if path and not os.path.isfile(path):
+                raise SettingsError(f"{var}: file {path!r} does not exist")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise SettingsError("KAFKA_SSL_KEYFILE: set without KAFKA_SSL_CERTFILE, the client "
+                                "certificate it is the key of")
+        if self.ssl_key_password and not self.ssl_certfile:
+            raise SettingsError("KAFKA_SSL_KEY_PASSWORD: set without KAFKA_SSL_CERTFILE (it decrypts "
+                                "the client certificate's key)")
+
+
 # Inputs above this cannot travel whole in a dead-letter record under Kafka's default 1 MiB limit.
 MAX_MESSAGE_BYTES = 512 * 1024
 # Kafka's rule for topic names; app ids too, since they prefix the internal topics' names.
@@ -121,6 +199,7 @@ class Settings:
     content_type: str | None = None
     # False leaves page url/referrer out of what is sent (they can carry PII in query strings).
     send_page_url: bool = True
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     def __post_init__(self) -> None:
         if not self.broker_urls:
@@ -246,10 +325,37 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     if routing.default is None and len(pixels) == 1:
         routing = Routing(routing.path, routing.rules, next(iter(pixels)))
     values["routing"] = routing
+    values["kafka_security"] = _kafka_security(env)
     values.update(overrides)
     settings = Settings(**values)
     mapping_config(settings)  # a wrong mapping value fails here, at start-up, not in the worker
     return settings
+
+
+_KAFKA_SECURITY_ENV = {
+    "KAFKA_SASL_USERNAME": "sasl_username", "KAFKA_SSL_CAFILE": "ssl_cafile",
+    "KAFKA_SSL_CERTFILE": "ssl_certfile", "KAFKA_SSL_KEYFILE": "ssl_keyfile",
+}
+
+
+def _kafka_security(env: Mapping[str, str]) -> KafkaSecurity:
+    values: dict[str, Any] = {attr: env[var].strip() for var, attr in _KAFKA_SECURITY_ENV.items()
+                              if env.get(var, "").strip()}
+    # Kafka's own clients read protocol and mechanism names in any case; so do we.
+    for var, attr in (("KAFKA_SECURITY_PROTOCOL", "protocol"), ("KAFKA_SASL_MECHANISM", "sasl_mechanism")):
+        if env.get(var, "").strip():
+            values[attr] = env[var].strip().upper()
+    for var, attr in (("KAFKA_SASL_PASSWORD", "sasl_password"), ("KAFKA_SSL_KEY_PASSWORD", "ssl_key_password")):
+        # Only a line ending is cut (a secret file written by `echo` has one); a password may
+        # well begin or end with a space.
+        if env.get(var, "").rstrip("\r\n"):
+            values[attr] = Secret(env[var].rstrip("\r\n"))
+    raw = env.get("KAFKA_SSL_CHECK_HOSTNAME", "").strip()
+    if raw:
+        if raw.lower() not in ("true", "false"):
+            raise SettingsError(f"KAFKA_SSL_CHECK_HOSTNAME: expected true or false, got {raw!r}")
+        values["ssl_check_hostname"] = raw.lower() == "true"
+    return KafkaSecurity(**values)
 
 
 def _known_variables(env: Mapping[str, str]) -> None:

@@ -84,3 +84,16 @@ default = "{PIXEL_A}"
         "TTBRIDGE_TOPIC_CLICKS": f"clicks-{unique}", "TTBRIDGE_TOPIC_EVENTS": f"events-{unique}",
         "TTBRIDGE_TOPIC_RETRY": f"retry-{unique}", "TTBRIDGE_TOPIC_DLQ": f"dlq-{unique}",
     }
+
+
+@pytest.fixture(scope="session")
+def secured_kafka(tmp_path_factory):
+    """A broker of its own with TLS and SASL listeners (tests/secured_kafka.py), started only
+    for the tests that ask for it, once, and always stopped."""
+    from tests import secured_kafka
+
+    kafka = secured_kafka.start(tmp_path_factory.mktemp("kafka-secured"))
+    try:
+        yield kafka
+    finally:
+        kafka.broker.stop()

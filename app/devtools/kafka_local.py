@@ -1,12 +1,14 @@
 """A real single-node Apache Kafka broker on tap, for development, tests, the demo and benchmarks.
 
 The official jars come from Maven Central through `mvn` the first time and are cached outside
-the repo (~/.cache/ttbridge/kafka-3.9.1). The broker runs in KRaft mode on 127.0.0.1.
+the repo (~/.cache/ttbridge/kafka-3.9.1). The broker runs in KRaft mode on 127.0.0.1, always with
+a PLAINTEXT listener; tests of Kafka security add TLS and SASL listeners (SecuredListeners).
 """
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,10 +16,13 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
-__all__ = ["KAFKA_VERSION", "Broker", "BrokerError", "fetch_jars", "register"]
+from app.devtools.certificates import Certificates
+
+__all__ = ["KAFKA_VERSION", "Broker", "BrokerError", "SecuredListeners", "fetch_jars", "register"]
 
 KAFKA_VERSION = "3.9.1"
 _ARTIFACTS = [
@@ -76,6 +81,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# The SASL mechanisms the SASL listeners offer; every user can log in with each.
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# What --add-scram and a JAAS line can carry without quoting rules of their own.
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class SecuredListeners:
+    """Listeners beside PLAINTEXT, which the broker keeps for itself and its readiness probe.
+    A port left None opens no such listener. TLS listeners present `certificates.broker`; the
+    SSL one requires a client certificate signed by `certificates.ca` (mutual TLS, as Strimzi's
+    and MSK's TLS authentication do), SASL_SSL does not."""
+
+    certificates: Certificates | None = None
+    ssl_port: int | None = None
+    sasl_ssl_port: int | None = None
+    sasl_plaintext_port: int | None = None
+    # name -> password, for every mechanism in SASL_MECHANISMS. SCRAM credentials are written
+    # when the log dir is first formatted: a restarted broker keeps the users it started with.
+    users: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.ssl_port or self.sasl_ssl_port) and self.certificates is None:
+            raise BrokerError("TLS listeners need certificates (app.devtools.certificates)")
+        if (self.sasl_ssl_port or self.sasl_plaintext_port) and not self.users:
+            raise BrokerError("SASL listeners need at least one user")
+        for word in (*self.users, *self.users.values()):
+            if not _PLAIN_WORD.fullmatch(word):
+                raise BrokerError(f"SASL user names and passwords here are letters, digits, '.', '_' "
+                                  f"or '-' (they go into --add-scram and JAAS lines), got {word!r}")
+
+    def ports(self) -> dict[str, int]:
+        """Listener name (= its security protocol) -> port, for those opened."""
+        named = {"SSL": self.ssl_port, "SASL_SSL": self.sasl_ssl_port,
+                 "SASL_PLAINTEXT": self.sasl_plaintext_port}
+        return {name: port for name, port in named.items() if port}
+
+
 @dataclass
 class Broker:
     """One broker's files live in data_dir: server.properties, logs/, broker.pid, broker.log."""
@@ -83,10 +126,19 @@ class Broker:
     data_dir: Path = DEFAULT_DATA_DIR
     port: int = 9092
     controller_port: int | None = None
+    secured: SecuredListeners | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def listener(self, protocol: str) -> str:
+        """host:port of the secured listener for `protocol` (SSL, SASL_SSL, SASL_PLAINTEXT)."""
+        ports = self.secured.ports() if self.secured else {}
+        if protocol not in ports:
+            raise BrokerError(f"this broker has no {protocol} listener (it has PLAINTEXT"
+                              f"{''.join(', ' + p for p in ports)})")
+        return f"127.0.0.1:{ports[protocol]}"
 
     @property
     def pid_file(self) -> Path:
@@ -116,7 +168,7 @@ class Broker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
         cport = self.controller_port or free_port()
-        props.write_text(_server_properties(self.data_dir / "logs", self.port, cport))
+        props.write_text(_server_properties(self.data_dir / "logs", self.port, cport, self.secured))
         log4j = self.data_dir / "log4j.properties"
         log4j.write_text("log4j.rootLogger=WARN, file\nlog4j.appender.file=org.apache.log4j.FileAppender\n"
                          f"log4j.appender.file.File={self.data_dir / 'server.log'}\n"
@@ -126,7 +178,8 @@ class Broker:
         if not (self.data_dir / "logs" / "meta.properties").exists():
             # A restart keeps the formatted log dir: the broker's data survives `down`/`up`.
             fmt = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", _cluster_id(),
-                                        "-c", str(props)], capture_output=True, text=True)
+                                        "-c", str(props), *_scram_users(self.secured)],
+                                 capture_output=True, text=True)
             if fmt.returncode != 0:
                 raise BrokerError(f"formatting the KRaft log dir failed: {fmt.stderr[-2000:]}")
         with open(self.data_dir / "broker.log", "ab") as out:
@@ -202,15 +255,19 @@ def _cluster_id() -> str:
             return cid
 
 
-def _server_properties(log_dir: Path, port: int, controller_port: int) -> str:
+def _server_properties(log_dir: Path, port: int, controller_port: int,
+                       secured: SecuredListeners | None = None) -> str:
+    ports = {"PLAINTEXT": port, **(secured.ports() if secured else {})}
+    advertised = ",".join(f"{name}://127.0.0.1:{p}" for name, p in ports.items())
+    protocols = ",".join(f"{name}:{name}" for name in ports)
     return f"""\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners={advertised},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners={advertised}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map={protocols},CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs={log_dir}
 num.partitions=1
@@ -223,7 +280,48 @@ group.initial.rebalance.delay.ms=0
 # changelogs). Auto-creation would make any typo'd or early-read topic with 1 partition and
 # silently break the click join's co-partitioning.
 auto.create.topics.enable=false
-"""
+{_security_properties(secured) if secured else ""}"""
+
+
+def _security_properties(secured: SecuredListeners) -> str:
+    """TLS and SASL settings of the secured listeners (the broker's own traffic stays PLAINTEXT)."""
+    lines = []
+    ports = secured.ports()
+    certs = secured.certificates
+    if certs is not None:
+        # A PKCS#12 keystore and a PEM truststore (Kafka >= 2.7): no keytool step, no JKS files.
+        lines += ["ssl.keystore.type=PKCS12", f"ssl.keystore.location={certs.broker}",
+                  f"ssl.keystore.password={certs.broker_password}",
+                  f"ssl.key.password={certs.broker_password}",
+                  "ssl.truststore.type=PEM", f"ssl.truststore.location={certs.ca}"]
+    if "SSL" in ports:
+        lines.append("listener.name.ssl.ssl.client.auth=required")
+    sasl = [name for name in ("SASL_SSL", "SASL_PLAINTEXT") if name in ports]
+    if sasl:
+        lines.append(f"sasl.enabled.mechanisms={','.join(SASL_MECHANISMS)}")
+        plain_users = " ".join(f'user_{name}="{pw}"' for name, pw in secured.users.items())
+        for name in sasl:
+            prefix = f"listener.name.{name.lower()}"
+            if name == "SASL_SSL":
+                lines.append(f"{prefix}.ssl.client.auth=none")
+            # PLAIN's users live in its JAAS line; SCRAM's in the cluster metadata (_scram_users),
+            # but each SCRAM mechanism still needs a (credential-less) login module here.
+            lines.append(f"{prefix}.plain.sasl.jaas.config=org.apache.kafka.common.security.plain."
+                         f"PlainLoginModule required {plain_users};")
+            for mechanism in ("scram-sha-256", "scram-sha-512"):
+                lines.append(f"{prefix}.{mechanism}.sasl.jaas.config=org.apache.kafka.common.security."
+                             "scram.ScramLoginModule required;")
+    return "".join(line + "\n" for line in lines)
+
+
+def _scram_users(secured: SecuredListeners | None) -> list[str]:
+    """StorageTool arguments that create the SCRAM users with the cluster (KRaft keeps SCRAM
+    credentials in its metadata; --add-scram writes them in the first metadata snapshot)."""
+    if secured is None or not (secured.sasl_ssl_port or secured.sasl_plaintext_port):
+        return []
+    return [arg for mechanism in SASL_MECHANISMS if mechanism.startswith("SCRAM-")
+            for name, pw in secured.users.items()
+            for arg in ("--add-scram", f"{mechanism}=[name={name},password={pw}]")]
 
 
 async def _answers_metadata(bootstrap: str) -> bool:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Mapping
 
 import aiohttp
 import orjson
@@ -79,11 +80,13 @@ class WorkerProcess:
             return ""
 
 
-async def produce_json(bootstrap: str, topic: str, values: list, key=None) -> None:
-    """Produce values (dicts are JSON-encoded, bytes sent as they are), waiting for every ack."""
+async def produce_json(bootstrap: str, topic: str, values: list, key=None,
+                       security: Mapping[str, Any] | None = None) -> None:
+    """Produce values (dicts are JSON-encoded, bytes sent as they are), waiting for every ack.
+    `security`: app.job.kafka_security.client_options, for a secured listener."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **(security or {}))
     await producer.start()
     try:
         futures = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rocksdict import WriteBatch
@@ -20,6 +21,7 @@ from rocksdict import WriteBatch
 from app.job import faust_internals
 from app.job.bundles import Bundler, read_clicks
 from app.job.durable import Write, write_durably
+from app.job.kafka_security import client_options
 from app.job.topics import partition_count
 from app.settings import Settings
 
@@ -131,7 +133,7 @@ def restore_before_start(clicks: Clicks, settings: Settings) -> None:
     topic = table.changelog_topic.get_topic_name()
     try:
         applied = asyncio.run(restore_table(settings.bootstrap_servers, table.data, topic,
-                                            clicks.partitions))
+                                            clicks.partitions, client_options(settings)))
     except Exception as e:  # noqa: BLE001 - faust recovers the table anyway, only slower
         log.warning("bulk restore of %s failed (%s: %s); faust's recovery takes over",
                     topic, type(e).__name__, e)
@@ -141,14 +143,15 @@ def restore_before_start(clicks: Clicks, settings: Settings) -> None:
         log.info("restored %d clicks from %s in %.1f s", total, topic, time.monotonic() - t)
 
 
-async def restore_table(bootstrap: str, store, topic: str, partitions: int) -> dict[int, int]:
+async def restore_table(bootstrap: str, store, topic: str, partitions: int,
+                        security: Mapping[str, Any] | None = None) -> dict[int, int]:
     """Bring every partition of faust's RocksDB `store` up to the end of `topic` (its changelog).
     Returns records applied per partition. Raises on broker errors; what was written stays
     written (with its offset), and faust's own recovery does the rest. Only the store's paths
     and options are used, through handles of our own closed at the end: the store itself is not
     started (it belongs to faust's event loop, which does not exist yet)."""
     # Asked up front: for a missing topic aiokafka's offset requests would wait 40 s.
-    found = await partition_count(bootstrap, topic)
+    found = await partition_count(bootstrap, topic, security)
     applied = {p: 0 for p in range(partitions)}
     if found is None:
         return applied  # a first start: faust creates the changelog, nothing to restore
@@ -156,7 +159,7 @@ async def restore_table(bootstrap: str, store, topic: str, partitions: int) -> d
         raise ValueError(f"{topic} has {found} partitions, the table {partitions}")
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-        max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20)
+        max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20, **(security or {}))
     dbs = {}
     offset_key = faust_internals.rocksdb_offset_key(store)
     try:

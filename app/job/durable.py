@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
@@ -29,10 +29,13 @@ class BatchWriter:
     """A `Write` over a producer of its own (acks from all in-sync replicas). Keys go to
     partitions exactly as Kafka's default partitioner puts them (murmur2), so the clicks and the
     events repartitioned by click ID stay co-partitioned with each other and with what any Java
-    or aiokafka producer writes. `topics` maps the roles records name to topic names."""
+    or aiokafka producer writes. `topics` maps the roles records name to topic names; `security`
+    is app.job.kafka_security.client_options."""
 
-    def __init__(self, bootstrap_servers: str, topics: Mapping[str, str]) -> None:
+    def __init__(self, bootstrap_servers: str, topics: Mapping[str, str],
+                 security: Mapping[str, Any] | None = None) -> None:
         self._bootstrap = bootstrap_servers
+        self._security = dict(security or {})
         self._topics = topics
         self._partition = DefaultPartitioner()
         self._producer: AIOKafkaProducer | None = None
@@ -42,7 +45,7 @@ class BatchWriter:
         """Started on first use (aiokafka needs the running loop); safe to call again."""
         async with self._starting:
             if self._producer is None:
-                producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all")
+                producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", **self._security)
                 await producer.start()
                 self._producer = producer
         return self._producer

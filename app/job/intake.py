@@ -15,17 +15,20 @@ import asyncio
 import itertools
 import logging
 import time
+from typing import Mapping
 
+import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
 from app.job.bundles import Bundler
 from app.job.durable import Write, write_durably
+from app.job.kafka_security import client_options
 from app.job.metrics import Metrics
 from app.job.records import dead_letter, encode
-from app.mapping.decode import click_from_landing, decode_click, decode_event
-from app.mapping.events import MappingConfig, Refusal, click_id_of, skip_reason
+from app.mapping.decode import click_from_landing, decode_click, decode_object
+from app.mapping.events import MappingConfig, Refusal, click_id_of, events_of, skip_reason, tiktok_names
 from app.settings import Settings
 
 __all__ = ["Intake"]
@@ -37,15 +40,19 @@ POLL_MS = 50
 
 
 class Intake:
-    def __init__(self, settings: Settings, mapping: MappingConfig, write: Write, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, mapping: MappingConfig, write: Write, metrics: Metrics,
+                 mappings: Mapping[str, MappingConfig] | None = None) -> None:
         self.settings = settings
+        # Each input topic's shape reads its events (`mappings`); `mapping` those of the others.
         self.mapping = mapping
+        self.mappings = dict(mappings or {})
         self.write = write
         self.metrics = metrics
         self.group = f"{settings.app_id}-intake"
         # Events without a click ID take the partitions in turn, across polls.
         self._spread = itertools.cycle(range(settings.partitions))
-        self.topics = (settings.topic_clicks, settings.topic_events)
+        self.topics = (settings.topic_clicks, settings.topic_events,
+                       *(t for t in self.mappings if t != settings.topic_events))
 
     async def run(self) -> None:
         """Until cancelled; a failure (the broker gone for long, a bug) restarts the consumer
@@ -66,7 +73,7 @@ class Intake:
             auto_offset_reset="earliest", max_poll_records=s.batch_max,
             session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
-            max_partition_fetch_bytes=2 * s.max_message_bytes)
+            max_partition_fetch_bytes=2 * s.max_message_bytes, **client_options(s))
         await consumer.start()
         try:
             consumer.subscribe(self.topics)
@@ -95,7 +102,7 @@ class Intake:
             decode_one = self._click if tp.topic == clicks_topic else self._event
             for msg in messages:
                 try:
-                    decode_one(msg, bundler, now)
+                    dead += decode_one(msg, bundler, now) or ()
                 except Refusal as r:
                     dead += self._refused(msg, r.reason, r.message, now)
                 except Exception as e:  # noqa: BLE001
@@ -107,25 +114,57 @@ class Intake:
         self.metrics.add("clicks_in")
         bundler.add_click(*decode_click(msg.value, self.settings.max_message_bytes))
 
-    def _event(self, msg, bundler: Bundler, now: float) -> None:
-        self.metrics.add("events_in")
-        event, names = decode_event(msg.value, self.settings.max_message_bytes, self.mapping)
-        landing = click_from_landing(event, self.mapping)
+    def _event(self, msg, bundler: Bundler, now: float) -> list[tuple]:
+        self.metrics.add("events_in")  # a message; a batch counts each of its events
+        mapping = self.mappings.get(msg.topic, self.mapping)
+        doc = decode_object(msg.value, self.settings.max_message_bytes)
+        if mapping.plan.batch_path is None:
+            # The original bytes travel on: no re-serialisation.
+            self._one(doc, msg.value, _source(msg), mapping, bundler, now)
+            return []
+        # A batch (mParticle's): each event goes on, or is dead-lettered, alone.
+        dead = []
+        events = events_of(doc, mapping)
+        if not events:
+            self.metrics.add("events_skipped", reason="no_events")
+        self.metrics.add("events_in", max(len(events) - 1, 0))
+        for i, event in enumerate(events):
+            source = {**_source(msg), "index": i}
+            try:
+                if isinstance(event, Refusal):
+                    raise event
+                self._one(event, orjson.dumps(event), source, mapping, bundler, now)
+            except Refusal as r:
+                # What a replay can send back to the topic: a batch of this one event.
+                element = {k: v for k, v in event.items() if k != "batch"} if isinstance(event, dict) else None
+                one = orjson.dumps({**{k: v for k, v in doc.items() if k != mapping.plan.batch_path[0]},
+                                    mapping.plan.batch_path[0]: [element if element is not None else
+                                                                 doc[mapping.plan.batch_path[0]][i]]}) \
+                    if isinstance(doc.get(mapping.plan.batch_path[0]), list) else msg.value
+                dead += self._refused(msg, r.reason, r.message, now, source=source, original=one)
+        return dead
+
+    def _one(self, event: dict, raw: bytes, source: dict, mapping: MappingConfig, bundler: Bundler,
+             now: float) -> None:
+        names = tiktok_names(event, mapping)
+        landing = click_from_landing(event, mapping)
         if landing is not None:
             self.metrics.add("clicks_in")
             bundler.add_click(*landing)
         if not names:
-            self.metrics.add("events_skipped", reason=skip_reason(event, self.mapping))
+            self.metrics.add("events_skipped", reason=skip_reason(event, mapping))
             return
-        # The original bytes travel on: no re-serialisation. `at` starts the late-click wait: it
-        # counts from now, not from the record's timestamp, so that a worker catching up after
-        # downtime (or a producer stamping event time) still gives a late click its join_wait.
-        bundler.add_event(click_id_of(event, self.mapping), msg.value, now, _source(msg))
+        # `at` starts the late-click wait: it counts from now, not from the record's timestamp,
+        # so that a worker catching up after downtime (or a producer stamping event time) still
+        # gives a late click its join_wait.
+        bundler.add_event(click_id_of(event, mapping), raw, now, source)
 
-    def _refused(self, msg, reason: str, message: str, now: float) -> list[tuple]:
+    def _refused(self, msg, reason: str, message: str, now: float, source: dict | None = None,
+                 original: bytes | None = None) -> list[tuple]:
         self.metrics.add("dead_letters", reason=reason)
         return [("dlq", msg.topic.encode(), value) for value in encode(dead_letter(
-            reason, message, "decode", now, source=_source(msg), original=msg.value or b""))]
+            reason, message, "decode", now, source=source or _source(msg),
+            original=msg.value or b"" if original is None else original))]
 
 
 def _source(msg) -> dict:

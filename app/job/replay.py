@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from app.job.kafka_security import client_options
 from app.job.records import retry_record
 from app.job.topics import partition_count
 from app.settings import Settings
@@ -54,13 +55,13 @@ class Summary:
 async def replay(settings: Settings, flt: Filter, dry_run: bool = False, out=sys.stdout,
                  progress_every: int = 10_000) -> Summary:
     summary = Summary()
-    partitions = await partition_count(settings.bootstrap_servers, settings.topic_dlq)
+    partitions = await partition_count(settings.bootstrap_servers, settings.topic_dlq, client_options(settings))
     if not partitions:
         print(f"topic {settings.topic_dlq} not found", file=out)
         return summary
     tps = [TopicPartition(settings.topic_dlq, p) for p in range(partitions)]
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                                group_id=None)
+                                group_id=None, **client_options(settings))
     await consumer.start()
     producer = None
     try:
@@ -71,7 +72,8 @@ async def replay(settings: Settings, flt: Filter, dry_run: bool = False, out=sys
         total = sum(ends.values()) - sum((await consumer.beginning_offsets(tps)).values())
         remaining = {tp: end for tp, end in ends.items() if end > 0}
         if not dry_run:
-            producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+            producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
+                                        **client_options(settings))
             await producer.start()
         futures = []
         now = time.time()

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from app.job.durable import BatchWriter, write_durably
+from app.job.kafka_security import client_options
 from app.job.metrics import Metrics
 from app.job.records import dead_letter, dead_letter_from_retry, encode, retry_record
 from app.settings import Settings
@@ -70,7 +71,7 @@ class Retrier:
         self.tiers = settings.retry_tiers_s
         self.topics = [retry_tier_topic(settings, i + 1) for i in range(len(self.tiers))]
         self._write = BatchWriter(settings.bootstrap_servers,
-                                  {t: t for t in [*self.topics, settings.topic_dlq]})
+                                  {t: t for t in [*self.topics, settings.topic_dlq]}, client_options(settings))
 
     async def run(self) -> None:
         """Run every tier until cancelled."""
@@ -96,7 +97,8 @@ class Retrier:
             topic, bootstrap_servers=self.settings.bootstrap_servers,
             # A group per tier: a tier's rebalance never disturbs another tier or the main job.
             group_id=f"{self.settings.app_id}-{topic}", enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=self.settings.batch_max)
+            auto_offset_reset="earliest", max_poll_records=self.settings.batch_max,
+            **client_options(self.settings))
         await consumer.start()
         resume_at: dict[TopicPartition, float] = {}
         try:

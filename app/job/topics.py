@@ -12,9 +12,11 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import orjson
 
+from app.job.kafka_security import client_options, why_unreachable
 from app.settings import Settings
 
 __all__ = ["TopicSpec", "specs_dir", "load_specs", "retry_tier_topic", "create_topics", "partition_count",
@@ -74,14 +76,21 @@ def load_specs(settings: Settings) -> dict[str, TopicSpec]:
 
 async def create_topics(settings: Settings, specs: dict[str, TopicSpec] | None = None) -> list[str]:
     """Create missing topics. Returns one line per topic saying what happened; raises
-    RuntimeError listing every partition-count mismatch."""
+    RuntimeError listing every partition-count mismatch, or saying why no broker let us in."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
+    from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
     specs = specs or load_specs(settings)
     names = [s.name for s in specs.values()]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=15000)
-    await admin.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=15000,
+                                **client_options(settings))
+    try:
+        await admin.start()
+    except KafkaConnectionError:
+        # The first contact of `topics create` and of a starting worker: say why (a wrong
+        # password, an unknown CA), not just that no server answered.
+        await admin.close()
+        raise RuntimeError(await why_unreachable(settings)) from None
     try:
         before = await _partition_counts(admin, names)
         missing = [s for s in specs.values() if s.name not in before]
@@ -107,12 +116,13 @@ async def create_topics(settings: Settings, specs: dict[str, TopicSpec] | None =
     return lines
 
 
-async def partition_count(bootstrap: str, topic: str) -> int | None:
+async def partition_count(bootstrap: str, topic: str, security: Mapping[str, Any] | None = None) -> int | None:
     """The partition count of `topic`, or None when it does not exist (without creating it, and
-    without waiting for it to appear as a consumer's metadata requests would)."""
+    without waiting for it to appear as a consumer's metadata requests would). `security`:
+    app.job.kafka_security.client_options."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000, **(security or {}))
     await admin.start()
     try:
         return (await _partition_counts(admin, [topic])).get(topic)

@@ -23,6 +23,7 @@ from app.job.clicks import Clicks, restore_before_start
 from app.job.durable import BatchWriter
 from app.job.forwarder import Forwarder
 from app.job.intake import Intake
+from app.job.kafka_security import client_options, faust_credentials
 from app.job.metrics import Metrics
 from app.job.retrier import Retrier
 from app.job.topics import create_topics, load_specs
@@ -45,6 +46,7 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=settings.broker_urls,
+        broker_credentials=faust_credentials(settings),
         store="rocksdb://",
         datadir=settings.data_dir,
         topic_partitions=settings.partitions,
@@ -90,7 +92,7 @@ class Job:
         self.write = BatchWriter(settings.bootstrap_servers, {
             "retry": specs["tiktok-retry"].name, "dlq": specs["tiktok-dlq"].name,
             "clicks-by-click-id": specs["clicks-by-click-id"].name,
-            "events-by-click-id": specs["events-by-click-id"].name})
+            "events-by-click-id": specs["events-by-click-id"].name}, client_options(settings))
         self.clicks = Clicks(app, settings)
         self.sender = Sender(settings)
         self.forwarder = Forwarder(settings, self.mapping, self.clicks.read, self.sender, self.write,

@@ -10,7 +10,7 @@ import orjson
 from app.mapping.events import MappingConfig, Refusal, click_id_of, tiktok_names
 from app.mapping.values import get, parse_timestamp, ttclid_from_url
 
-__all__ = ["decode_event", "decode_click", "click_from_landing", "click_record", "DECODE_REASONS"]
+__all__ = ["decode_object", "decode_event", "decode_click", "click_from_landing", "click_record", "DECODE_REASONS"]
 
 DECODE_REASONS = (
     "too_large",           # the message is over max_message_bytes
@@ -40,6 +40,11 @@ def _object(raw: bytes, max_bytes: int) -> dict:
     if not isinstance(doc, dict):
         raise Refusal("not_an_object", f"expected a JSON object, got {type(doc).__name__}")
     return doc
+
+
+def decode_object(raw: bytes, max_bytes: int) -> dict:
+    """A message that must be one JSON object (a tracking event, or a batch of them)."""
+    return _object(raw, max_bytes)
 
 
 def decode_event(raw: bytes, max_bytes: int, config: MappingConfig) -> tuple[dict, tuple[str, ...]]:

@@ -21,7 +21,7 @@ from app.mapping.spec import Field, Plan
 from app.mapping.values import Refusal, get, parse_timestamp, shown, text, ttclid_from_url
 
 __all__ = [
-    "Refusal", "Skip", "REASONS", "SKIP_REASONS", "MappingConfig", "DEFAULT_EVENT_MAP", "tiktok_names",
+    "Refusal", "Skip", "REASONS", "events_of", "SKIP_REASONS", "MappingConfig", "DEFAULT_EVENT_MAP", "tiktok_names",
     "click_id_of", "test_event_code_of", "ttclid_from_url", "parse_timestamp", "map_event",
     "has_identifier", "skip_reason",
 ]
@@ -45,6 +45,7 @@ SKIP_REASONS = (
     "unmapped",           # a conversion whose name is not in the spec's event table
     "not_a_conversion",   # a kind the spec does not forward (e.g. Segment page/identify calls)
     "no_user_identity",   # the spec forwards only events with an email, phone or external_id
+    "no_events",          # a batch (spec with event.batch) whose array is empty
 )
 
 
@@ -104,6 +105,23 @@ def _click_text(click: dict, key: str) -> str | None:
 
 
 # --------------------------------------------------------------------------- public functions
+
+def events_of(doc: dict, config: MappingConfig) -> list[dict | Refusal]:
+    """The events one message carries: itself, or for a spec with `batch` each element of that
+    array as its own event (its keys, and the rest of the message under "batch"). An element
+    that is not an object is a Refusal of its own: its neighbours go on."""
+    path = config.plan.batch_path
+    if path is None:
+        return [doc]
+    events = doc.get(path[0])
+    if not isinstance(events, list):
+        return [Refusal("missing_event_name" if events is None else "invalid_field",
+                        f"{path[0]}: expected a list of events, got {shown(events)}")]
+    batch = {k: v for k, v in doc.items() if k != path[0]}
+    return [{**e, "batch": batch} if isinstance(e, dict) else
+            Refusal("invalid_event", f"{path[0]}[{i}]: expected an object, got {shown(e)}")
+            for i, e in enumerate(events)]
+
 
 def tiktok_names(event: dict, config: MappingConfig) -> tuple[str, ...]:
     """The TikTok names for the event; () when unmapped or not a conversion (skip_reason says)."""

@@ -5,7 +5,9 @@ file extends or overrides one, or stands alone). It is validated once, with one 
 key that is wrong, and compiled into a `Plan`: tuples of key paths and converter functions that
 app.mapping.events only executes. The tables of a spec:
 
-  [event]       where the name, kind, time, event_id, click ID, test event code are; filters
+  [event]       where the name, kind, time, event_id, click ID, test event code are; filters;
+                `batch`: a message carrying an array of events (mParticle's batches) is read as
+                one event per element, each with the rest of the message under `batch.`
   [events]      source event name -> TikTok standard name(s) (one to many; [] = never send)
   [user]        TikTok user field -> source paths (hashed, or as the field needs)
   [page]        url / referrer -> source paths (http(s) only)
@@ -67,6 +69,7 @@ class Field:
 class Plan:
     """A compiled spec. Everything app.mapping.events needs, precomputed."""
 
+    batch_path: Path | None             # a message carrying an array of events: where it is
     name_paths: tuple[Path, ...]
     fold_names: bool
     kind_path: Path | None
@@ -136,7 +139,7 @@ _ITEM_FIELDS = {
     "price": ("number", "invalid_price"), "quantity": ("number", "invalid_quantity"),
 }
 _EVENT_KEYS = {
-    "name": [], "fold_names": False, "kind": None, "kinds": [], "kind_default": None,
+    "batch": None, "name": [], "fold_names": False, "kind": None, "kinds": [], "kind_default": None,
     "timestamp": [], "timestamp_unit": "auto", "event_id": [], "click_id": [],
     "test_event_code": [], "limited_data_use": [], "objects": [], "require_identity": False,
     "description_from_name": False, "value_from_contents": False, "ttclid_urls": [],
@@ -242,7 +245,11 @@ def compile_spec(doc: Mapping[str, Any], default_region: str | None = None) -> P
                 out.append(_field(table[name], f"{where}{name}", name, transform, reason, phone))
         return tuple(f for f in out if f.paths or f.constant is not None)
 
+    batch = get("batch")
+    if batch is not None and not (isinstance(batch, str) and "." not in batch and batch):
+        raise SpecError(f"event.batch: expected the top-level key of the events array, got {batch!r}")
     return Plan(
+        batch_path=(batch,) if batch else None,
         name_paths=name_paths, fold_names=get("fold_names"),
         kind_path=_paths([kind], "event.kind")[0] if kind is not None else None,
         kinds=frozenset(kinds or ()), kind_default=kind_default,

@@ -1,0 +1,66 @@
+"""End to end over SASL_SSL (SCRAM-SHA-512, the broker's CA verified): a worker process creates
+its topics, joins a conversion to its click and delivers it to the fake Events API, every client
+of it on the secured listener; restarted on an empty state dir, it restores the clicks table
+from its changelog over the same listener and joins again. The password never reaches its log."""
+import time
+
+from app.devtools.kafka_local import free_port
+from app.devtools.worker_process import WorkerProcess, produce_json
+from app.job.kafka_security import client_options
+from app.settings import load
+from tests.secured_kafka import PASSWORD
+from tests.support import PIXEL_A, TOKEN_A, wait_accepted
+
+
+def conversion(i: int, now: float) -> dict:
+    return {"type": "track", "event": "Order Completed", "messageId": f"secured-{i}", "timestamp": now - 5,
+            "properties": {"click_id": "c-secured", "order_id": i, "value": 10, "currency": "EUR"}}
+
+
+async def test_a_worker_delivers_over_sasl_ssl(secured_kafka, fake, unique, tmp_path):
+    config = tmp_path / "ttbridge.toml"
+    config.write_text("[ttbridge]\nbatch_window_s = 0.2\njoin_wait_s = 4\npartitions = 3\n")
+    env = {**secured_kafka.env("SASL_SSL", "SCRAM-SHA-512"), "TTBRIDGE_CONFIG": str(config),
+           "TIKTOK_API_URL": fake.base_url, "TIKTOK_ACCESS_TOKEN": TOKEN_A, "TIKTOK_PIXEL_CODE": PIXEL_A,
+           "TTBRIDGE_APP_ID": f"sec{unique}", "TTBRIDGE_DATA_DIR": str(tmp_path / "state"),
+           "TTBRIDGE_WEB_PORT": str(free_port()),
+           "TTBRIDGE_TOPIC_CLICKS": f"clicks-{unique}", "TTBRIDGE_TOPIC_EVENTS": f"events-{unique}",
+           "TTBRIDGE_TOPIC_RETRY": f"retry-{unique}", "TTBRIDGE_TOPIC_DLQ": f"dlq-{unique}"}
+    settings = load(env)
+    security = client_options(settings)
+    now = time.time()
+    log = tmp_path / "worker.log"
+
+    worker = WorkerProcess(env, log, loglevel="info")
+    worker.start()  # it creates the topics itself, over SASL_SSL
+    try:
+        await worker.wait_ready()
+        await produce_json(settings.bootstrap_servers, settings.topic_clicks,
+                           [{"click_id": "c-secured", "ttclid": "E.C.P.secured", "timestamp": now - 60}],
+                           key=lambda c: c["click_id"], security=security)
+        await produce_json(settings.bootstrap_servers, settings.topic_events, [conversion(1, now)],
+                           security=security)
+        await wait_accepted(fake, 1, "the conversion over SASL_SSL", timeout=60)
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+
+    # A fresh state dir: the bulk restore reads the clicks table's changelog (its own consumer).
+    restarted = WorkerProcess({**env, "TTBRIDGE_DATA_DIR": str(tmp_path / "state-2")}, log, loglevel="info")
+    restarted.start()
+    try:
+        await restarted.wait_ready()
+        await produce_json(settings.bootstrap_servers, settings.topic_events, [conversion(2, now)],
+                           security=security)
+        await wait_accepted(fake, 2, "the second conversion, joined from the restored table", timeout=60)
+    finally:
+        assert restarted.stop() == 0, restarted.log_tail()
+
+    assert [(a["pixel_code"], a["event"]["event_id"], a["event"]["user"]) for a in fake.accepted] == [
+        (PIXEL_A, "secured-1", {"ttclid": "E.C.P.secured"}),
+        (PIXEL_A, "secured-2", {"ttclid": "E.C.P.secured"})]
+    text = log.read_text(errors="replace")
+    assert f"restored 1 clicks from sec{unique}-clicks-changelog" in text
+    # No client fell back or kept retrying: the intake, the retry tiers and the restore all got in.
+    for failure in ("the intake failed", "retry tier", "bulk restore of", "Unable connect", "Traceback"):
+        assert failure not in text, failure
+    assert PASSWORD not in text

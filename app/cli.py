@@ -10,14 +10,14 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app.devtools import demo, fake_tiktok, kafka_local
+    from app.devtools import demo, fake_tiktok, kafka_local, preview
     from app.job import replay, retrier, topics, worker
 
     parser = argparse.ArgumentParser(
         prog="ttbridge",
         description="Kafka-native bridge from your click tracking to the TikTok Events API.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
-    for module in (demo, worker, retrier, replay, kafka_local, topics, fake_tiktok):
+    for module in (demo, worker, retrier, replay, preview, kafka_local, topics, fake_tiktok):
         module.register(sub)
     return parser
 

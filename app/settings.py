@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 if TYPE_CHECKING:
     from app.mapping.config import MappingConfig
 
-__all__ = ["Secret", "Pixel", "Routing", "KafkaSecurity", "Settings", "SettingsError", "load",
-           "mapping_config"]
+__all__ = ["Secret", "Pixel", "Routing", "Input", "KafkaSecurity", "Settings", "SettingsError", "load",
+           "input_topics", "mapping_config", "mapping_configs"]
 
 
 class SettingsError(ValueError):
@@ -160,6 +160,15 @@ _TTBRIDGE_WHERE = "TTBRIDGE_CONFIG [ttbridge]"
 
 
 @dataclass(frozen=True)
+class Input:
+    """An input topic of tracking events and the shape its messages have."""
+
+    topic: str
+    preset: str = "segment"
+    mapping_file: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     bootstrap_servers: str = "127.0.0.1:9092"
     api_url: str = "https://business-api.tiktok.com"
@@ -193,7 +202,14 @@ class Settings:
     sweep_interval_s: float = 3600.0
     # The [events] table: source event name -> TikTok name(s); merged over the defaults.
     event_map: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    click_id_paths: tuple[str, ...] = ("properties.click_id", "context.click_id")
+    # None: where the input shape's preset says the click ID is.
+    click_id_paths: tuple[str, ...] | None = None
+    # The shape of TTBRIDGE_TOPIC_EVENTS: a preset (app/mapping/presets) and/or a mapping file of
+    # one's own (app/mapping/spec.py), when [[inputs]] does not list the input topics.
+    preset: str = "segment"
+    mapping_file: str | None = None
+    # [[inputs]]: several input topics, each with its shape. Empty: TTBRIDGE_TOPIC_EVENTS alone.
+    inputs: tuple[Input, ...] = ()
     # Passed to the mapping (MappingConfig): sent on every event unless the event says otherwise.
     limited_data_use: bool | None = None
     content_type: str | None = None
@@ -216,6 +232,10 @@ class Settings:
             if topic in seen:  # one topic in two roles would mix clicks, events, retries, dead letters
                 raise SettingsError(f"{var}: {topic!r} is already {seen[topic]}")
             seen[topic] = var
+        for i, input_ in enumerate(self.inputs, 1):
+            if input_.topic in seen and input_.topic != self.topic_events:
+                raise SettingsError(f"TTBRIDGE_CONFIG [[inputs]] #{i}.topic: {input_.topic!r} is already "
+                                    f"{seen[input_.topic]}")
         if not _TOPIC_NAME.fullmatch(self.app_id):
             raise SettingsError("TTBRIDGE_APP_ID: expected letters, digits, '.', '_' or '-' (it "
                                 f"prefixes topic names), got {self.app_id!r}")
@@ -328,7 +348,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     values["kafka_security"] = _kafka_security(env)
     values.update(overrides)
     settings = Settings(**values)
-    mapping_config(settings)  # a wrong mapping value fails here, at start-up, not in the worker
+    mapping_configs(settings)  # a wrong mapping value fails here, at start-up, not in the worker
     return settings
 
 
@@ -440,6 +460,14 @@ def _region(value: Any, where: str) -> str:
     return value.upper()
 
 
+def _preset(value: Any, where: str) -> str:
+    from app.mapping.spec import PRESETS
+
+    if value not in PRESETS:
+        raise SettingsError(f"{where}: {value!r} is not a preset ({_hint(str(value), PRESETS, repr)})")
+    return value
+
+
 _TTBRIDGE_KEYS: dict[str, Callable[[Any, str], Any]] = {
     "partitions": _integer, "batch_window_s": _number, "batch_max": _integer,
     "join_wait_s": _number, "attribution_window_days": _number, "max_event_age_days": _number,
@@ -448,8 +476,11 @@ _TTBRIDGE_KEYS: dict[str, Callable[[Any, str], Any]] = {
     "max_in_flight_per_pixel": _integer, "shutdown_timeout_s": _number,
     "session_timeout_s": _number, "sweep_interval_s": _number, "click_id_paths": _dotted_paths,
     "limited_data_use": _flag, "content_type": _text, "send_page_url": _flag,
+    "preset": _preset, "mapping_file": _text,
 }
-_TABLES = {"ttbridge": "[ttbridge]", "pixels": "[[pixels]]", "routing": "[routing]", "events": "[events]"}
+_TABLES = {"ttbridge": "[ttbridge]", "pixels": "[[pixels]]", "routing": "[routing]", "events": "[events]",
+           "inputs": "[[inputs]]"}
+_INPUT_KEYS = ("topic", "preset", "mapping_file")
 _PIXEL_KEYS = ("code", "token_env", "event_source", "test_event_code")
 _ROUTING_KEYS = ("path", "rules", "default")
 
@@ -515,6 +546,14 @@ def _from_toml(doc: dict[str, Any]) -> dict[str, Any]:
         out["pixels"] = pixels
     if "routing" in doc:
         out["routing"] = _routing(_table(doc, "routing"))
+    if "inputs" in doc:
+        out["inputs"] = _inputs(doc["inputs"])
+        for key in ("preset", "mapping_file", "click_id_paths"):
+            if key in ttbridge:
+                raise SettingsError(f"{_TTBRIDGE_WHERE}.{key}: with [[inputs]], say it per input")
+        if "events" in doc:
+            raise SettingsError("TTBRIDGE_CONFIG [events]: with [[inputs]], each input's mapping_file "
+                                "holds its [events]")
     if "events" in doc:
         events = {}
         for name, target in _table(doc, "events").items():
@@ -525,6 +564,27 @@ def _from_toml(doc: dict[str, Any]) -> dict[str, Any]:
             events[name] = tuple(names)
         out["event_map"] = events
     return out
+
+
+def _inputs(entries: Any) -> tuple[Input, ...]:
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        raise SettingsError("TTBRIDGE_CONFIG [[inputs]]: expected an array of tables, one [[inputs]] "
+                            "per input topic")
+    out: list[Input] = []
+    for i, e in enumerate(entries, 1):
+        where = f"TTBRIDGE_CONFIG [[inputs]] #{i}"
+        _known_keys(e, _INPUT_KEYS, where)
+        topic = e.get("topic")
+        if not isinstance(topic, str) or not _TOPIC_NAME.fullmatch(topic):
+            raise SettingsError(f"{where}.topic: required, a Kafka topic name, got {topic!r}")
+        if any(other.topic == topic for other in out):
+            raise SettingsError(f"{where}.topic: {topic!r} is listed twice")
+        preset = _preset(e.get("preset", "segment"), f"{where}.preset")
+        mapping_file = e.get("mapping_file")
+        if mapping_file is not None:
+            _text(mapping_file, f"{where}.mapping_file")
+        out.append(Input(topic, preset, mapping_file))
+    return tuple(out)
 
 
 def _routing(r: dict[str, Any]) -> Routing:
@@ -552,16 +612,47 @@ def _routing(r: dict[str, Any]) -> Routing:
 _MAPPING_WHERE = {"events": "[events]"}
 
 
-def mapping_config(settings: Settings) -> MappingConfig:
-    """The mapping's configuration from the settings (validated: SettingsError naming the key)."""
-    from app.mapping.config import MappingConfig
+def input_topics(settings: Settings) -> tuple[Input, ...]:
+    """The input topics and their shapes: [[inputs]], or TTBRIDGE_TOPIC_EVENTS alone."""
+    return settings.inputs or (Input(settings.topic_events, settings.preset, settings.mapping_file),)
 
-    doc = {"click_id_paths": list(settings.click_id_paths),
-           "attribution_window_s": settings.attribution_window_days * 86400,
-           "max_event_age_s": settings.max_event_age_days * 86400,
-           "limited_data_use": settings.limited_data_use,
-           "content_type": settings.content_type,
-           "send_page_url": settings.send_page_url}
+
+def mapping_configs(settings: Settings) -> dict[str, MappingConfig]:
+    """Input topic -> the mapping that reads it (validated: SettingsError naming the key)."""
+    return {i.topic: _mapping_for(settings, i) for i in input_topics(settings)}
+
+
+def mapping_config(settings: Settings) -> MappingConfig:
+    """The mapping of the first input topic (TTBRIDGE_TOPIC_EVENTS unless [[inputs]] says)."""
+    return _mapping_for(settings, input_topics(settings)[0])
+
+
+def _mapping_for(settings: Settings, input_: Input) -> MappingConfig:
+    from app.mapping.config import MappingConfig
+    from app.mapping.spec import SpecError, load_preset, merge, resolve
+
+    spec = load_preset(input_.preset)
+    if input_.mapping_file:
+        where = f"TTBRIDGE_CONFIG mapping_file {input_.mapping_file}"
+        try:
+            with open(input_.mapping_file, "rb") as f:
+                own = tomllib.load(f)
+        except OSError as e:
+            raise SettingsError(f"{where}: cannot read it ({e.strerror})") from None
+        except tomllib.TOMLDecodeError as e:
+            raise SettingsError(f"{where}: not valid TOML ({e})") from None
+        try:
+            spec = resolve(own) if "extends" in own else merge(spec, own)
+        except SpecError as e:
+            raise SettingsError(f"{where}: {e}") from None
+    doc: dict[str, Any] = {"spec": spec,
+                           "attribution_window_s": settings.attribution_window_days * 86400,
+                           "max_event_age_s": settings.max_event_age_days * 86400,
+                           "limited_data_use": settings.limited_data_use,
+                           "content_type": settings.content_type,
+                           "send_page_url": settings.send_page_url}
+    if settings.click_id_paths is not None:
+        doc["click_id_paths"] = list(settings.click_id_paths)
     if settings.default_region:
         doc["default_region"] = settings.default_region
     if settings.event_map:
@@ -571,5 +662,9 @@ def mapping_config(settings: Settings) -> MappingConfig:
     except ValueError as e:
         key, _, why = str(e).partition(": ")
         table, dot, name = key.partition(".")
+        if input_.mapping_file and key not in _TTBRIDGE_KEYS and not (table == "events" and settings.event_map):
+            raise SettingsError(f"TTBRIDGE_CONFIG mapping_file {input_.mapping_file}: {e}") from None
+        if input_.preset != "segment" and key not in _TTBRIDGE_KEYS and table != "events":
+            raise SettingsError(f"preset {input_.preset}: {e}") from None  # a bug in a shipped preset
         where = f"[{table}].{name}" if dot and table == "events" else _MAPPING_WHERE.get(key, f"[ttbridge].{key}")
         raise SettingsError(f"TTBRIDGE_CONFIG {where}: {why}") from None

@@ -12,7 +12,7 @@ APP = Path(__file__).resolve().parents[1] / "app"
 ALLOWED = {
     "tiktok": {"settings"},
     "mapping": {"settings", "tiktok.facts"},
-    "settings": {"mapping.config", "tiktok.facts"},
+    "settings": {"mapping.config", "mapping.spec", "tiktok.facts"},
     "job": {"settings", "mapping", "tiktok"},
     "devtools": {"settings", "mapping", "tiktok", "job"},
     "cli": {"settings", "job", "devtools"},

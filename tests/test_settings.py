@@ -178,7 +178,7 @@ NUMBER = "TTBRIDGE_CONFIG [ttbridge].{}: expected a number > 0, got 0.0"
 @pytest.mark.parametrize("body, message", [
     # A misspelled key anywhere: named, with where it is and the nearest known name.
     ("[pixel]\ncode='x'\n", "TTBRIDGE_CONFIG: unknown table 'pixel' (did you mean [[pixels]]?)"),
-    ("[zzz]\n", "TTBRIDGE_CONFIG: unknown table 'zzz' (known: [events], [[pixels]], [routing], [ttbridge])"),
+    ("[zzz]\n", "TTBRIDGE_CONFIG: unknown table 'zzz' (known: [events], [[inputs]], [[pixels]], [routing], [ttbridge])"),
     ("batch_window_s = 1\n[ttbridge]\n",
      "TTBRIDGE_CONFIG: 'batch_window_s' is outside any table (it belongs in [ttbridge])"),
     ("[ttbridge]\nbatch_windw_s = 1\n",

@@ -51,8 +51,7 @@ class Intake:
         self.group = f"{settings.app_id}-intake"
         # Events without a click ID take the partitions in turn, across polls.
         self._spread = itertools.cycle(range(settings.partitions))
-        self.topics = (settings.topic_clicks, settings.topic_events,
-                       *(t for t in self.mappings if t != settings.topic_events))
+        self.topics = (settings.topic_clicks, *(self.mappings or (settings.topic_events,)))
 
     async def run(self) -> None:
         """Until cancelled; a failure (the broker gone for long, a bug) restarts the consumer

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import orjson
 
 from app.job.kafka_security import client_options, why_unreachable
-from app.settings import Settings
+from app.settings import Settings, input_topics
 
 __all__ = ["TopicSpec", "specs_dir", "load_specs", "retry_tier_topic", "create_topics", "partition_count",
            "register"]
@@ -59,6 +59,12 @@ def load_specs(settings: Settings) -> dict[str, TopicSpec]:
     for role in ROLES:
         doc = read_spec(role)
         out[role] = TopicSpec(names[role], doc["partitions"], doc["replication_factor"], doc["config"])
+    # Further input topics ([[inputs]]) are tracking-event topics like the first.
+    events = out["tracking-events"]
+    for input_ in input_topics(settings):
+        if input_.topic != events.name:
+            out[f"input:{input_.topic}"] = TopicSpec(input_.topic, events.partitions,
+                                                     events.replication_factor, events.config)
     # One topic per retry tier: every record in a tier has the same delay, so records sit in
     # order of due time and a long tier never holds up a short one. Tier 1 is the named topic.
     retry = out["tiktok-retry"]

@@ -27,7 +27,7 @@ from app.job.kafka_security import client_options, faust_credentials
 from app.job.metrics import Metrics
 from app.job.retrier import Retrier
 from app.job.topics import create_topics, load_specs
-from app.settings import Settings, SettingsError, load, mapping_config
+from app.settings import Settings, SettingsError, load, mapping_configs
 from app.tiktok.sender import Sender
 
 __all__ = ["build_app", "Job", "BoundedWorker", "register"]
@@ -81,7 +81,9 @@ class Job:
         self.app = app
         self.settings = settings
         self.metrics = Metrics()
-        self.mapping = mapping_config(settings)
+        # Input topic -> its shape's mapping; the first is also used where no topic is known.
+        self.mappings = mapping_configs(settings)
+        self.mapping = next(iter(self.mappings.values()))
         specs = load_specs(settings)
         # Co-partitioned by click ID with each other and with the clicks table: the same
         # partition count and Kafka's default partitioner (app.job.bundles).
@@ -96,7 +98,8 @@ class Job:
         self.clicks = Clicks(app, settings)
         self.sender = Sender(settings)
         self.forwarder = Forwarder(settings, self.mapping, self.clicks.read, self.sender, self.write,
-                                   self.metrics, assigned=lambda: app.consumer.assignment())
+                                   self.metrics, assigned=lambda: app.consumer.assignment(),
+                                   mappings=self.mappings)
 
         app.agent(clicks_by_id, name="store_clicks", concurrency=1)(self.store_clicks)
         app.agent(events_by_id, name="forward", concurrency=1)(self.forward)
@@ -125,7 +128,7 @@ class Job:
 
     async def intake(self) -> None:
         # Stateless, so a plain batched consumer of its own, not a faust agent.
-        await Intake(self.settings, self.mapping, self.write, self.metrics).run()
+        await Intake(self.settings, self.mapping, self.write, self.metrics, self.mappings).run()
 
     async def retry_tiers(self) -> None:
         # Their own consumer groups, outside faust: waiting for due records never blocks the

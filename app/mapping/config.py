@@ -122,6 +122,10 @@ class MappingConfig:
             return names
         return self._folded.get(_fold(name), ()) if self._folded else ()
 
+    def listed(self, name: str) -> bool:
+        """Whether the event table names it (a TikTok name, or a source name, maybe mapped to [])."""
+        return name in self._names or bool(self._folded) and _fold(name) in self._folded
+
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> MappingConfig:
         """From the TOML-shaped table: {"events": {"Order Completed": "Purchase" | [...]}, ...}.

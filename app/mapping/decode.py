@@ -18,6 +18,7 @@ DECODE_REASONS = (
     "not_an_object",       # JSON, but not an object
     "missing_event_name",  # a conversion without a name where its shape's spec says it is
     "invalid_event_name",  # the name is not a string
+    "unmapped_event",      # a name the [events] table lacks, for a spec with event.unmapped = "refuse"
     "missing_click_id",    # a click without click_id
     "invalid_click",       # a click field of the wrong type
     "invalid_timestamp",   # a click whose timestamp is not a time

@@ -18,7 +18,7 @@ import orjson
 
 from app.mapping.config import DAY_S, DEFAULT_EVENT_MAP, MappingConfig, is_seconds
 from app.mapping.spec import Field, Plan
-from app.mapping.values import Refusal, get, parse_timestamp, shown, text, ttclid_from_url
+from app.mapping.values import Refusal, cookie, get, parse_timestamp, shown, text, ttclid_from_url
 
 __all__ = [
     "Refusal", "Skip", "REASONS", "events_of", "SKIP_REASONS", "MappingConfig", "DEFAULT_EVENT_MAP", "tiktok_names",
@@ -40,11 +40,13 @@ REASONS = (
     "invalid_num_items",  # num_items not an integer >= 0
     "invalid_contents",   # products/contents not a list of objects, or a content_id/name not text
     "invalid_field",      # any other wrong type where TikTok wants a string or an object
+    "unmapped_event",     # event.unmapped = "refuse" (redtrack): a name the [events] table lacks
 )
 SKIP_REASONS = (
     "unmapped",           # a conversion whose name is not in the spec's event table
     "not_a_conversion",   # a kind the spec does not forward (e.g. Segment page/identify calls)
     "no_user_identity",   # the spec forwards only events with an email, phone or external_id
+    "excluded",           # with event.unmapped = "refuse": a name the [events] table maps to []
     "no_events",          # a batch (spec with event.batch) whose array is empty
 )
 
@@ -136,11 +138,19 @@ def tiktok_names(event: dict, config: MappingConfig) -> tuple[str, ...]:
         if name is not None and not (isinstance(name, str) and not name.strip()):
             break
     where = _dotted(keys)
+    if (name is None or isinstance(name, str) and not name.strip()) and plan.name_default:
+        name, where = plan.name_default, f"{where} (missing, read as {plan.name_default!r})"
     if name is None or isinstance(name, str) and not name.strip():
         raise Refusal("missing_event_name", f"{_dotted(plan.name_paths[0])}: the event has no name")
     if not isinstance(name, str):
         raise Refusal("invalid_event_name", f"{where}: expected a string, got {type(name).__name__}")
-    return config.tiktok_names(name)
+    names = config.tiktok_names(name)
+    if not names and plan.refuse_unmapped and not config.listed(name):
+        # A conversion the operator has not mapped yet: dead-lettered, so that a replay sends it
+        # once the [events] table names it, rather than counted and gone.
+        raise Refusal("unmapped_event", f"{where}: {shown(name)} is not in the [events] table "
+                      "(map it to a TikTok event, or to [] to stop sending it)")
+    return names
 
 
 def _is_conversion(event: dict, plan: Plan) -> bool:
@@ -157,7 +167,10 @@ def _is_conversion(event: dict, plan: Plan) -> bool:
 def skip_reason(event: dict, config: MappingConfig) -> str:
     """Why tiktok_names gave (): the event's kind is not forwarded, or its name is unmapped."""
     plan = config.plan
-    return "unmapped" if plan.kind_path is None or _is_conversion(event, plan) else "not_a_conversion"
+    if plan.kind_path is None or _is_conversion(event, plan):
+        # Under unmapped = "refuse" an unlisted name was refused: () means the table said [].
+        return "excluded" if plan.refuse_unmapped else "unmapped"
+    return "not_a_conversion"
 
 
 def click_id_of(event: dict, config: MappingConfig) -> str | None:
@@ -264,7 +277,8 @@ def _event_id(event: dict, plan: Plan, order_id: str | None) -> str:
         if v:
             return v
     if order_id:
-        name = next(n for n in (get(event, k) for k in plan.name_paths) if isinstance(n, str) and n.strip())
+        name = next((n for n in (get(event, k) for k in plan.name_paths) if isinstance(n, str) and n.strip()),
+                    plan.name_default)
         return f"{order_id}:{name.strip()}"
     try:
         blob = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
@@ -308,6 +322,10 @@ def _user(event: dict, click: dict | None, click_counts: bool, plan: Plan) -> di
                 break
     ttclid = _first(event, plan.ttclid)
     ttp = _first(event, plan.ttp)
+    for keys in plan.cookie_paths if not (ttclid and ttp) else ():
+        jar = get(event, keys)
+        ttclid = ttclid or cookie(jar, "ttclid")
+        ttp = ttp or cookie(jar, "_ttp")
     if click_counts:
         ttclid = ttclid or _click_text(click, "ttclid") or ttclid_from_url(click.get("url"))
         ttp = ttp or _click_text(click, "ttp")
@@ -370,6 +388,8 @@ def _contents(event: dict, plan: Plan) -> list[dict] | None:
             where = _dotted(keys)
             break
     if products is None:
+        if plan.columns_path is not None:
+            return _columns(event, plan)
         if plan.single_path is None:
             return None
         holder = get(event, plan.single_path)
@@ -391,3 +411,38 @@ def _contents(event: dict, plan: Plan) -> list[dict] | None:
         if item:
             contents.append(item)
     return contents
+
+
+def _columns(event: dict, plan: Plan) -> list[dict] | None:
+    """Products as parallel arrays (Tealium's product_id[], product_unit_price[], ...): item i
+    takes element i of each item field's array; a single value is an array of one."""
+    holder = get(event, plan.columns_path)
+    if not isinstance(holder, dict):
+        return None
+    where = _dotted(plan.columns_path) + "."
+    columns: list[tuple[Field, tuple[str, ...] | None, list]] = []
+    for f in plan.item:
+        if f.constant is not None:
+            columns.append((f, None, []))
+            continue
+        for keys in f.paths:
+            column = get(holder, keys)
+            if column is not None:
+                columns.append((f, keys, column if isinstance(column, list) else [column]))
+                break
+    contents = []
+    for i in range(max((len(c) for _, _, c in columns), default=0)):
+        item, found = {}, False
+        for f, keys, column in columns:
+            if keys is None:
+                item[f.name] = f.constant
+                continue
+            try:
+                v = f.convert(column[i] if i < len(column) else None)
+            except ValueError as e:
+                raise Refusal(f.reason, f"{where}{_dotted(keys)}[{i}]: {e}") from None
+            if v is not None:
+                item[f.name], found = v, True
+        if found:
+            contents.append(item)
+    return contents or None

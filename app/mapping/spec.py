@@ -7,22 +7,31 @@ app.mapping.events only executes. The tables of a spec:
 
   [event]       where the name, kind, time, event_id, click ID, test event code are; filters;
                 `batch`: a message carrying an array of events (mParticle's batches) is read as
-                one event per element, each with the rest of the message under `batch.`
+                one event per element, each with the rest of the message under `batch.`;
+                `cookies`: Cookie header strings (or objects of cookies) whose `_ttp` and
+                `ttclid` count after the event's own ttp/ttclid fields, before the click's;
+                `name_default`: the name of an event that carries none; `unmapped = "refuse"`:
+                a name the [events] table lacks is refused (unmapped_event), not skipped
   [events]      source event name -> TikTok standard name(s) (one to many; [] = never send)
   [user]        TikTok user field -> source paths (hashed, or as the field needs)
   [page]        url / referrer -> source paths (http(s) only)
   [properties]  TikTok property -> source paths
   [contents]    the array of items (`from`), one product held by the event itself (`single`),
-                and [contents.item] content field -> paths inside an item
+                products as parallel arrays in one object (`columns`: Tealium's product_id[],
+                product_unit_price[] ...), and [contents.item] content field -> paths inside an
+                item (with `columns`, inside that object: item i takes element i of each)
 
 A field is `field = ["path.one", "path.two"]` (first non-empty wins, converted as the TikTok
 field needs) or `field = { from = [...], as = "<transform>" }`, or `{ as = "constant",
-value = ... }`. Paths are dotted; a key that itself holds a dot is not reachable (no system we
-read uses one).
+value = ... }`. Paths are dotted keys. A key that itself holds a dot is quoted:
+`data.custom_flags."TikTok.URL"` (mParticle's custom flags). A key may end in `[field=value]`,
+a step into an array to its first object whose `field` is `value`:
+`context.externalId[type=tiktokExternalId].id` (RudderStack's typed external IDs).
 """
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from dataclasses import dataclass
 from functools import partial
@@ -90,6 +99,9 @@ class Plan:
     ttclid: Field
     ttp: Field
     ttclid_urls: tuple[Path, ...]       # URLs whose ttclid parameter counts, after the click's
+    cookie_paths: tuple[Path, ...]      # Cookie headers whose _ttp/ttclid count, before the click's
+    name_default: str | None            # the name of an event that has none (RedTrack's untyped conversion)
+    refuse_unmapped: bool               # a name the [events] table lacks is refused, not skipped
     plain_user: tuple[Field, ...]       # ip, user_agent, locale, city, state, country
     page_url: Field
     page_referrer: Field
@@ -97,6 +109,7 @@ class Plan:
     contents_paths: tuple[Path, ...]
     single_path: Path | None
     single_when: tuple[str, ...]
+    columns_path: Path | None            # products as parallel arrays in this object
     item: tuple[Field, ...]
     single_item: tuple[Field, ...]
 
@@ -143,8 +156,9 @@ _EVENT_KEYS = {
     "timestamp": [], "timestamp_unit": "auto", "event_id": [], "click_id": [],
     "test_event_code": [], "limited_data_use": [], "objects": [], "require_identity": False,
     "description_from_name": False, "value_from_contents": False, "ttclid_urls": [],
+    "cookies": [], "name_default": None, "unmapped": "skip",
 }
-_CONTENTS_KEYS = {"from", "single", "single_when", "item", "single_item"}
+_CONTENTS_KEYS = {"from", "single", "single_when", "columns", "item", "single_item"}
 _TABLES = {"description", "event", "events", "user", "page", "properties", "contents", "extends"}
 _TIMESTAMP_UNITS = ("auto", "seconds", "milliseconds", "iso8601")
 
@@ -215,6 +229,11 @@ def compile_spec(doc: Mapping[str, Any], default_region: str | None = None) -> P
     kind_default = get("kind_default")
     if kind_default is not None and not isinstance(kind_default, str):
         raise SpecError(f"event.kind_default: expected a string, got {kind_default!r}")
+    name_default = get("name_default")
+    if name_default is not None and not (isinstance(name_default, str) and name_default.strip()):
+        raise SpecError(f"event.name_default: expected a name, got {name_default!r}")
+    if get("unmapped") not in ("skip", "refuse"):
+        raise SpecError(f"event.unmapped: one of skip, refuse, got {get('unmapped')!r}")
 
     user = _table(doc, "user")
     _known(user, _USER_FIELDS, "user.")
@@ -234,6 +253,9 @@ def compile_spec(doc: Mapping[str, Any], default_region: str | None = None) -> P
     single = contents.get("single")
     if single is not None and not isinstance(single, str):
         raise SpecError(f"contents.single: expected a dotted path, got {single!r}")
+    columns = contents.get("columns")
+    if columns is not None and not isinstance(columns, str):
+        raise SpecError(f"contents.columns: expected a dotted path, got {columns!r}")
     single_when = contents.get("single_when", [])
     if not isinstance(single_when, list) or not all(isinstance(k, str) and k for k in single_when):
         raise SpecError("contents.single_when: expected a list of keys")
@@ -266,6 +288,8 @@ def compile_spec(doc: Mapping[str, Any], default_region: str | None = None) -> P
         hashed_user=tuple(f for n, f in fields.items() if f.hashed and (f.paths or f.constant is not None)),
         ttclid=fields["ttclid"], ttp=fields["ttp"],
         ttclid_urls=_paths(get("ttclid_urls"), "event.ttclid_urls"),
+        cookie_paths=_paths(get("cookies"), "event.cookies"),
+        name_default=name_default and name_default.strip(), refuse_unmapped=get("unmapped") == "refuse",
         plain_user=tuple(f for n, f in fields.items() if not f.hashed and n not in ("ttclid", "ttp")
                          and (f.paths or f.constant is not None)),
         page_url=_field(page.get("url"), "page.url", "url", "url", "invalid_field", phone),
@@ -274,6 +298,7 @@ def compile_spec(doc: Mapping[str, Any], default_region: str | None = None) -> P
         contents_paths=_paths(contents.get("from", []), "contents.from"),
         single_path=_paths([single], "contents.single")[0] if single is not None else None,
         single_when=tuple(single_when),
+        columns_path=_paths([columns], "contents.columns")[0] if columns is not None else None,
         item=table_fields(item, _ITEM_FIELDS, "contents.item."),
         single_item=table_fields(single_item, _ITEM_FIELDS, "contents.single_item."),
     )
@@ -330,11 +355,32 @@ def _paths(dotted: Any, where: str) -> tuple[Path, ...]:
         raise SpecError(f"{where}: expected a list of dotted paths, got {dotted!r}")
     out = []
     for p in dotted:
-        keys = tuple(p.split(".")) if isinstance(p, str) else ()
-        if not keys or not all(keys):
-            raise SpecError(f"{where}: {p!r} is not a dotted path")
+        keys = _path(p) if isinstance(p, str) else None
+        if not keys:
+            raise SpecError(f"{where}: {p!r} is not a dotted path (a key holding a dot is quoted: "
+                            'a."b.c"; a step into an array is key[field=value])')
         out.append(keys)
     return tuple(out)
+
+
+# One key of a path, then a dot or the end: plain, or "quoted" (it holds dots), either maybe
+# followed by [field=value].
+_KEY = re.compile(r'(?:"(?P<quoted>[^"]+)"|(?P<plain>[^."\[\]]+))'
+                  r'(?:\[(?P<field>[^="\[\]]+)=(?P<value>[^"\[\]]+)\])?(?:\.(?!$)|$)')
+
+
+def _path(dotted: str) -> Path | None:
+    keys: list[str] = []
+    at = 0
+    while at < len(dotted):
+        m = _KEY.match(dotted, at)
+        if m is None:
+            return None
+        keys.append(m["quoted"] or m["plain"])
+        if m["field"]:
+            keys.append(values.Where(m["field"], m["value"]))
+        at = m.end()
+    return tuple(keys) or None
 
 
 def _table(doc: Mapping, key: str, prefix: str = "") -> Mapping[str, Any]:

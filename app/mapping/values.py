@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 from app.tiktok.facts import CONTENT_TYPES, CURRENCIES
 
 __all__ = ["Refusal", "get", "shown", "text", "number", "count", "currency", "http_url", "content_type",
-           "ttclid_from_url", "parse_timestamp", "identifier"]
+           "ttclid_from_url", "parse_timestamp", "identifier", "cookie", "Where"]
 
 # Above 2**53 a JSON number loses integer precision (and orjson can't write ints past 64 bits).
 _MAX_NUMBER = 2.0 ** 53
@@ -35,14 +35,34 @@ class Refusal(Exception):
         self.message = message
 
 
+class Where(str):
+    """A path step into an array: its first object whose `field` is `value` (spec path syntax
+    `key[field=value]`, e.g. RudderStack's context.externalId[type=tiktokExternalId].id). A str
+    (its text is "[field=value]"), so a path still prints as its keys joined by dots."""
+
+    def __new__(cls, field: str, value: str) -> Where:
+        step = super().__new__(cls, f"[{field}={value}]")
+        step.field, step.value = field, value
+        return step
+
+    def pick(self, items: list) -> Any:
+        for item in items:
+            if isinstance(item, dict) and item.get(self.field) == self.value:
+                return item
+        return None
+
+
 def get(obj: Any, keys: tuple[str, ...]) -> Any:
     # ~30 paths per event: one attribute lookup per level, no isinstance. Of the JSON types only
-    # an object has .get; a string, list or number on the way means nothing is there.
+    # an object has .get; a string, list or number on the way means nothing is there, unless
+    # the step is a Where and the value a list (the rare case pays for the check, not the rest).
     for key in keys:
         try:
             obj = obj.get(key)
         except AttributeError:
-            return None
+            if type(key) is not Where or type(obj) is not list:
+                return None
+            obj = key.pick(obj)
     return obj
 
 
@@ -144,6 +164,25 @@ def ttclid_from_url(url: Any) -> str | None:
         return None
     for key, value in parse_qsl(query):
         if key == "ttclid":
+            found = identifier(value)
+            if found:
+                return found
+    return None
+
+
+def cookie(jar: Any, name: str) -> str | None:
+    """One cookie's value from a Cookie header string ("_fbp=1; _ttp=abc") or an object of
+    cookies, as an identifier (a placeholder is nothing). Anything else holds no cookie."""
+    if isinstance(jar, dict):
+        return identifier(jar.get(name)) if isinstance(jar.get(name), str) else None
+    if not isinstance(jar, str) or name not in jar:
+        return None
+    for pair in jar.split(";"):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip() == name:
+            value = value.strip()
+            if len(value) > 1 and value[0] == value[-1] == '"':  # RFC 6265 allows a quoted value
+                value = value[1:-1]
             found = identifier(value)
             if found:
                 return found

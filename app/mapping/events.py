@@ -74,24 +74,12 @@ def _dotted(keys: tuple[str, ...]) -> str:
 def _first(root: Any, f: Field, where: str = "") -> Any:
     """The field's value from the first of its paths that gives one; Refusal(f.reason) when a
     converter refuses (we would otherwise send it verbatim)."""
-    if f.constant is not None:
-        return f.constant
-    for keys in f.paths:
-        v = get(root, keys)
-        if v is None:
-            continue
-        try:
-            v = f.convert(v)
-        except ValueError as e:
-            raise Refusal(f.reason, f"{where}{_dotted(keys)}: {e}") from None
-        if v is not None:
-            return v
-    return None
+    return f.read(root, where)
 
 
 def _fill(out: dict, root: Any, fields: tuple[Field, ...], where: str = "") -> dict:
     for f in fields:
-        v = _first(root, f, where)
+        v = f.read(root, where)
         if v is not None:
             out[f.name] = v
     return out
@@ -306,20 +294,10 @@ def _click_counts(click: dict | None, event_time: float, config: MappingConfig) 
 def _user(event: dict, click: dict | None, click_counts: bool, plan: Plan) -> dict:
     user: dict[str, Any] = {}
     for f in plan.hashed_user:
-        if f.constant is not None:
-            user[f.name] = f.convert(f.constant)
-            continue
-        for keys in f.paths:
-            value = get(event, keys)
-            if value is None:
-                continue
-            try:
-                hashed = f.convert(value)
-            except TypeError:
-                continue  # unusable like an unparseable phone: left out, the event still goes
-            if hashed:
-                user[f.name] = hashed
-                break
+        # An unusable value (like an unparseable phone) is left out: the event still goes.
+        hashed = f.read(event)
+        if hashed:
+            user[f.name] = hashed
     ttclid = _first(event, plan.ttclid)
     ttp = _first(event, plan.ttp)
     for keys in plan.cookie_paths if not (ttclid and ttp) else ():

@@ -33,7 +33,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from importlib import resources
 from typing import Any, Callable, Mapping
@@ -72,6 +72,54 @@ class Field:
     reason: str            # the Refusal reason when the converter refuses a value
     hashed: bool = False   # a hash function: a wrong type leaves the field out, never refuses
     constant: Any = None   # as = "constant": the value itself (paths are empty)
+    # read(root, where="") -> the TikTok value or None; raises values.Refusal(reason) when the
+    # converter refuses (a hashed field leaves an unusable value out instead). Generated once.
+    read: Callable[..., Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "read", _reader(self))
+
+
+# A field is read on every event for every path until one gives a value: ~60 lookups per event,
+# the mapping's largest cost when each is a loop over keys in a function call. So each field's
+# reader is generated as straight-line code, one chained lookup per path
+# (`(root.get("context") or E).get("traits") ...`), which is what a hand-written mapping would
+# be. A step that is not an object (a string, a list, a [field=value] pick) makes that chain
+# raise AttributeError and is read by the general values.get, with the same result.
+_E: dict = {}
+
+
+def _reader(f: Field) -> Callable[..., Any]:
+    if f.constant is not None:
+        constant = f.convert(f.constant) if f.hashed else f.constant
+        return lambda root, where="": constant
+    names: dict[str, Any] = {"E": _E, "get": values.get, "convert": f.convert, "Refusal": values.Refusal,
+                             "reason": f.reason}
+    lines = ["def read(root, where=''):"]
+    for i, keys in enumerate(f.paths):
+        names[f"P{i}"] = keys
+        if any(type(k) is not str for k in keys):
+            chain = f"get(root, P{i})"
+            lines.append(f"    v = {chain}")
+        else:
+            chain = "root"
+            for k in keys[:-1]:
+                chain = f"({chain}.get({k!r}) or E)"
+            chain = f"{chain}.get({keys[-1]!r})"
+            lines += ["    try:", f"        v = {chain}", "    except AttributeError:",
+                      f"        v = get(root, P{i})"]
+        lines.append("    if v is not None:")
+        if f.hashed:
+            lines += ["        try:", "            v = convert(v)", "        except TypeError:",
+                      "            v = None", "        if v:", "            return v"]
+        else:
+            dotted = ".".join(keys)
+            lines += ["        try:", "            v = convert(v)", "        except ValueError as e:",
+                      f"            raise Refusal(reason, where + {dotted + ': '!r} + str(e)) from None",
+                      "        if v is not None:", "            return v"]
+    lines.append("    return None")
+    exec("\n".join(lines), names)  # noqa: S102 - our own source, from validated spec paths
+    return names["read"]
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,8 @@ class Secret:
 
 @dataclass(frozen=True)
 class Pixel:
-    """One destination: a pixel (web) or event set (offline/crm) with its own token."""
+    """One destination, with its own token: a pixel (web), an app (its TikTok App ID) or an event
+    set (offline/crm). Its event_source decides what its events may carry (app.mapping.sources)."""
 
     code: str
     token: Secret
@@ -161,10 +162,11 @@ _TTBRIDGE_WHERE = "TTBRIDGE_CONFIG [ttbridge]"
 
 @dataclass(frozen=True)
 class Input:
-    """An input topic of tracking events and the shape its messages have."""
+    """An input topic of tracking events and the shape its messages have: a preset, a mapping
+    file over it, or a mapping file alone (unless it `extends` a preset); segment if neither."""
 
     topic: str
-    preset: str = "segment"
+    preset: str | None = None
     mapping_file: str | None = None
 
 
@@ -182,6 +184,8 @@ class Settings:
     app_id: str = "ttbridge"
     data_dir: str = "./.ttbridge"
     web_port: int = 6066
+    # The address the web server binds: all interfaces, as a container's probes and scrapes need.
+    web_host: str = "0.0.0.0"
     # From the TOML file's [ttbridge] table (documented in README.md).
     partitions: int = 6
     batch_window_s: float = 1.0
@@ -189,6 +193,8 @@ class Settings:
     join_wait_s: float = 60.0
     attribution_window_days: float = 7.0
     max_event_age_days: float = 7.0
+    # Allowed clock skew: events further ahead are refused (future_event); checked by MappingConfig.
+    max_future_s: float = 300.0
     max_message_bytes: int = 256 * 1024
     default_region: str | None = None
     retry_tiers_s: tuple[float, ...] = (30.0, 300.0, 1800.0, 7200.0)
@@ -206,7 +212,7 @@ class Settings:
     click_id_paths: tuple[str, ...] | None = None
     # The shape of TTBRIDGE_TOPIC_EVENTS: a preset (app/mapping/presets) and/or a mapping file of
     # one's own (app/mapping/spec.py), when [[inputs]] does not list the input topics.
-    preset: str = "segment"
+    preset: str | None = None
     mapping_file: str | None = None
     # [[inputs]]: several input topics, each with its shape. Empty: TTBRIDGE_TOPIC_EVENTS alone.
     inputs: tuple[Input, ...] = ()
@@ -241,6 +247,8 @@ class Settings:
                                 f"prefixes topic names), got {self.app_id!r}")
         if not 1 <= self.web_port <= 65535:
             raise SettingsError(f"TTBRIDGE_WEB_PORT: expected a port 1-65535, got {self.web_port}")
+        if not re.fullmatch(r"[A-Za-z0-9.:_-]+", self.web_host):
+            raise SettingsError(f"TTBRIDGE_WEB_HOST: expected an IP address or host name, got {self.web_host!r}")
 
         def wrong(name: str, expected: str) -> SettingsError:
             value = getattr(self, name)
@@ -302,6 +310,7 @@ _ENV_FIELDS = {
     "TTBRIDGE_TOPIC_DLQ": "topic_dlq",
     "TTBRIDGE_APP_ID": "app_id",
     "TTBRIDGE_DATA_DIR": "data_dir",
+    "TTBRIDGE_WEB_HOST": "web_host",
 }
 _TOPIC_VARS = {var: attr for var, attr in _ENV_FIELDS.items() if attr.startswith("topic_")}
 
@@ -310,6 +319,7 @@ _TOPIC_VARS = {var: attr for var, attr in _ENV_FIELDS.items() if attr.startswith
 _KNOWN_ENV = frozenset({
     "TTBRIDGE_CONFIG", "TTBRIDGE_TOPIC_CLICKS", "TTBRIDGE_TOPIC_EVENTS", "TTBRIDGE_TOPIC_RETRY",
     "TTBRIDGE_TOPIC_DLQ", "TTBRIDGE_APP_ID", "TTBRIDGE_DATA_DIR", "TTBRIDGE_WEB_PORT",
+    "TTBRIDGE_WEB_HOST",
     "TTBRIDGE_TOPICS_DIR",  # app/job/topics.py: where the topic specs are
     "TTBRIDGE_CACHE_DIR",   # app/devtools/kafka_local.py: where the local Kafka is downloaded
 })
@@ -471,6 +481,7 @@ def _preset(value: Any, where: str) -> str:
 _TTBRIDGE_KEYS: dict[str, Callable[[Any, str], Any]] = {
     "partitions": _integer, "batch_window_s": _number, "batch_max": _integer,
     "join_wait_s": _number, "attribution_window_days": _number, "max_event_age_days": _number,
+    "max_future_s": _number,
     "max_message_bytes": _integer, "default_region": _region, "retry_tiers_s": _delays,
     "http_connect_timeout_s": _number, "http_total_timeout_s": _number,
     "max_in_flight_per_pixel": _integer, "shutdown_timeout_s": _number,
@@ -579,7 +590,7 @@ def _inputs(entries: Any) -> tuple[Input, ...]:
             raise SettingsError(f"{where}.topic: required, a Kafka topic name, got {topic!r}")
         if any(other.topic == topic for other in out):
             raise SettingsError(f"{where}.topic: {topic!r} is listed twice")
-        preset = _preset(e.get("preset", "segment"), f"{where}.preset")
+        preset = _preset(e["preset"], f"{where}.preset") if "preset" in e else None
         mapping_file = e.get("mapping_file")
         if mapping_file is not None:
             _text(mapping_file, f"{where}.mapping_file")
@@ -631,7 +642,7 @@ def _mapping_for(settings: Settings, input_: Input) -> MappingConfig:
     from app.mapping.config import MappingConfig
     from app.mapping.spec import SpecError, load_preset, merge, resolve
 
-    spec = load_preset(input_.preset)
+    spec = load_preset(input_.preset or "segment")
     if input_.mapping_file:
         where = f"TTBRIDGE_CONFIG mapping_file {input_.mapping_file}"
         try:
@@ -642,12 +653,16 @@ def _mapping_for(settings: Settings, input_: Input) -> MappingConfig:
         except tomllib.TOMLDecodeError as e:
             raise SettingsError(f"{where}: not valid TOML ({e})") from None
         try:
-            spec = resolve(own) if "extends" in own else merge(spec, own)
+            if "extends" in own and input_.preset is not None:
+                raise SpecError(f"extends: the input already names preset {input_.preset!r}; say it once")
+            # Over the input's preset, over the one it extends, or on its own.
+            spec = merge(spec, own) if input_.preset is not None else resolve(own)
         except SpecError as e:
             raise SettingsError(f"{where}: {e}") from None
     doc: dict[str, Any] = {"spec": spec,
                            "attribution_window_s": settings.attribution_window_days * 86400,
                            "max_event_age_s": settings.max_event_age_days * 86400,
+                           "max_future_s": settings.max_future_s,
                            "limited_data_use": settings.limited_data_use,
                            "content_type": settings.content_type,
                            "send_page_url": settings.send_page_url}
@@ -664,7 +679,7 @@ def _mapping_for(settings: Settings, input_: Input) -> MappingConfig:
         table, dot, name = key.partition(".")
         if input_.mapping_file and key not in _TTBRIDGE_KEYS and not (table == "events" and settings.event_map):
             raise SettingsError(f"TTBRIDGE_CONFIG mapping_file {input_.mapping_file}: {e}") from None
-        if input_.preset != "segment" and key not in _TTBRIDGE_KEYS and table != "events":
+        if input_.preset not in (None, "segment") and key not in _TTBRIDGE_KEYS and table != "events":
             raise SettingsError(f"preset {input_.preset}: {e}") from None  # a bug in a shipped preset
         where = f"[{table}].{name}" if dot and table == "events" else _MAPPING_WHERE.get(key, f"[ttbridge].{key}")
         raise SettingsError(f"TTBRIDGE_CONFIG {where}: {why}") from None

@@ -1,16 +1,25 @@
 """Static checks of the deployment files: docker-compose.yml, Dockerfile,
-.dockerignore and the Kubernetes manifests in k8s/.
+.dockerignore and the Kubernetes manifests in k8s/ (with its components).
 
 No Docker engine or cluster is needed: the files are parsed and checked
-against the environment contract of DESIGN.md and the operational decisions
-(token only from a secret, RocksDB state on a volume, probes, grace period).
+against the environment contract (the README's table, which keeps DESIGN.md's)
+and the operational decisions (token only from a secret, RocksDB state on a
+volume, probes, grace period, limits on every container, no service links, a
+pinned image, a namespace, a NetworkPolicy, loopback-only ports in compose).
+Where the tools are installed, kubernetes-validate checks the rendered
+manifests against the Kubernetes schemas and kube-score lints them.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,24 +33,13 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 K8S_DIR = ROOT / "k8s"
 
-# The environment contract (DESIGN.md, "Contracts" / "Environment").
-CONTRACT_ENV = frozenset(
-    {
-        "KAFKA_BOOTSTRAP_SERVERS",
-        "TIKTOK_API_URL",
-        "TIKTOK_ACCESS_TOKEN",
-        "TIKTOK_PIXEL_CODE",
-        "TIKTOK_TEST_EVENT_CODE",
-        "TTBRIDGE_CONFIG",
-        "TTBRIDGE_TOPIC_CLICKS",
-        "TTBRIDGE_TOPIC_EVENTS",
-        "TTBRIDGE_TOPIC_RETRY",
-        "TTBRIDGE_TOPIC_DLQ",
-        "TTBRIDGE_APP_ID",
-        "TTBRIDGE_DATA_DIR",
-        "TTBRIDGE_WEB_PORT",
-    }
-)
+README = ROOT / "README.md"
+# The environment contract: the README's table ("Configuration"), which keeps
+# every variable of DESIGN.md's ("Contracts" / "Environment") and adds those
+# that landed since (Kafka security, TTBRIDGE_WEB_HOST).
+README_ENV_MARKER = "Environment variables (the deployment contract)"
+PACKAGE_VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+NAMESPACE = "ttbridge"
 OWN_PREFIXES = ("TTBRIDGE_", "TIKTOK_", "KAFKA_")
 
 # Environment variables faust-streaming 0.15 reads by itself (Settings
@@ -79,9 +77,11 @@ DEFAULT_PARTITIONS = 6  # topics/ default; replicas beyond it sit idle
 MIN_GRACE_SECONDS = 60
 TTBRIDGE_SERVICES = ("topics", "worker", "fake-tiktok")
 
-# ${TIKTOK_ACCESS_TOKEN}, ${TIKTOK_ACCESS_TOKEN?msg} or ${TIKTOK_ACCESS_TOKEN:?msg}:
-# a reference to the caller's environment, never a value or a default.
-TOKEN_REFERENCE = re.compile(r"\$\{TIKTOK_ACCESS_TOKEN(?::?\?[^}]*)?\}")
+# ${TIKTOK_ACCESS_TOKEN} or ${TIKTOK_ACCESS_TOKEN:-}: a reference to the
+# caller's environment, never a value or a default. Not ${...:?msg}: compose
+# interpolates the whole file for every command, so `docker compose ps` or
+# `down` would need the token.
+TOKEN_REFERENCE = re.compile(r"\$\{TIKTOK_ACCESS_TOKEN(?::?-)?\}")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -121,10 +121,10 @@ def _compose_duration_seconds(value: Any) -> float:
     return sum(float(n) * units[u] for n, u in parts)
 
 
-def design_env_names(text: str) -> set[str]:
-    """Variable names of the table that follows the 'Environment:' line."""
+def design_env_names(text: str, marker: str = "Environment:") -> set[str]:
+    """Variable names of the table that follows the line starting with `marker`."""
     lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip().startswith("Environment:"))
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(marker))
     names: set[str] = set()
     in_table = False
     for line in lines[start + 1 :]:
@@ -142,6 +142,9 @@ def design_env_names(text: str) -> set[str]:
                 names.add(token)
                 base = token
     return names
+
+
+CONTRACT_ENV = frozenset(design_env_names(README.read_text(), README_ENV_MARKER))
 
 
 # Dockerfile ----------------------------------------------------------------
@@ -335,10 +338,13 @@ def worker_container(statefulset: dict[str, Any], dockerfile: dict[str, Any]) ->
 # =========================================================================== contract
 
 
-def test_contract_list_matches_design_md() -> None:
+def test_the_readme_contract_keeps_design_md_s() -> None:
+    assert {"KAFKA_BOOTSTRAP_SERVERS", "TIKTOK_ACCESS_TOKEN", "TTBRIDGE_WEB_PORT", "TTBRIDGE_WEB_HOST",
+            "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_PASSWORD"} <= CONTRACT_ENV
     if not DESIGN_MD.is_file():
         pytest.skip(f"{DESIGN_MD} not present")
-    assert design_env_names(DESIGN_MD.read_text()) == set(CONTRACT_ENV)
+    design = design_env_names(DESIGN_MD.read_text())
+    assert design and design <= CONTRACT_ENV, sorted(design - CONTRACT_ENV)
 
 
 def test_design_table_parser() -> None:
@@ -468,14 +474,15 @@ def test_compose_env_names_are_the_contract(services: dict[str, Any], compose_te
     assert_contract_names(referenced, "docker-compose.yml ${...}")
 
 
-def test_compose_token_is_only_a_reference(services: dict[str, Any]) -> None:
+def test_compose_token_is_only_a_reference(services: dict[str, Any], compose_text: str) -> None:
     worker_env = _env_mapping(services["worker"]["environment"])
-    token = str(worker_env["TIKTOK_ACCESS_TOKEN"])
-    assert TOKEN_REFERENCE.fullmatch(token), token
-    assert ":?" in token or "?" in token, "the worker must refuse to start without a token"
+    # No value: passed through from the caller's shell when set, absent otherwise.
+    assert "TIKTOK_ACCESS_TOKEN" in worker_env and worker_env["TIKTOK_ACCESS_TOKEN"] is None
+    # Nothing in the file needs the token to be set: `docker compose ps/down` work without it.
+    assert not re.search(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?\?", compose_text), "no ${VAR:?...} anywhere"
     for name, service in services.items():
         env = _env_mapping(service.get("environment"))
-        if "TIKTOK_ACCESS_TOKEN" in env:
+        if env.get("TIKTOK_ACCESS_TOKEN") is not None:
             assert TOKEN_REFERENCE.fullmatch(str(env["TIKTOK_ACCESS_TOKEN"])), name
         command = service.get("command") or []
         if isinstance(command, list) and "--access-token" in command:
@@ -653,3 +660,214 @@ def test_k8s_containers_run_ttbridge_commands(k8s_docs: list[dict[str, Any]], do
             assert argv[0] == "ttbridge", where
             assert argv[1] in {"worker", "topics", "retry-worker", "fake-tiktok"}, where
             assert container["image"].split(":")[0].split("/")[-1] == "ttbridge", where
+
+
+# =========================================================================== hardening (issue 14)
+
+
+def test_compose_publishes_ports_on_loopback_only(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):
+                assert port.get("host_ip") == "127.0.0.1", f"{name}: {port}"
+            else:
+                assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is published on every interface"
+
+
+def test_a_worker_without_the_token_stops_at_once_in_one_line(tmp_path: Path) -> None:
+    # What compose's pass-through gives a worker whose caller did not export the token.
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TIKTOK_PIXEL_CODE": "CQ1PIXEL"}
+    done = subprocess.run([sys.executable, "-m", "app", "worker"], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == ("ttbridge: configuration error: TIKTOK_ACCESS_TOKEN: required when "
+                           "TIKTOK_PIXEL_CODE is set\n")
+
+
+def _k8s_resources(k8s_docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [doc for doc in k8s_docs if doc["kind"] != "Kustomization"]
+
+
+def test_everything_is_in_the_namespace(k8s_docs: list[dict[str, Any]]) -> None:
+    assert _one(k8s_docs, "Kustomization")["namespace"] == NAMESPACE
+    namespace = _one(k8s_docs, "Namespace")
+    assert namespace["metadata"]["name"] == NAMESPACE
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for doc in _k8s_resources(k8s_docs):
+        if doc["kind"] != "Namespace":  # also right when applied with -f, without kustomize
+            assert doc["metadata"].get("namespace") == NAMESPACE, f"{doc['kind']}/{doc['metadata']['name']}"
+
+
+def test_every_pod_has_no_service_links(k8s_docs: list[dict[str, Any]]) -> None:
+    pods = list(_pod_specs(k8s_docs))
+    assert {where for where, _ in pods} == {"StatefulSet/ttbridge", "Job/ttbridge-topics"}
+    for where, pod in pods:
+        assert pod.get("enableServiceLinks") is False, where
+
+
+def test_every_container_has_requests_and_limits(k8s_docs: list[dict[str, Any]]) -> None:
+    count = 0
+    for where, pod in _pod_specs(k8s_docs):
+        for container in _containers(pod):
+            resources = container.get("resources") or {}
+            for kind in ("requests", "limits"):
+                have = set(resources.get(kind) or {})
+                assert {"cpu", "memory", "ephemeral-storage"} <= have, f"{where}/{container['name']} {kind}: {have}"
+            count += 1
+    assert count == 3  # the worker, its init container, the topics Job
+
+
+def test_the_worker_s_tmp_fits_its_ephemeral_storage_limit(worker_container: dict[str, Any],
+                                                           statefulset: dict[str, Any]) -> None:
+    def mib(quantity: str) -> float:
+        number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", quantity).groups()
+        return int(number) * (1024 if unit == "Gi" else 1)
+
+    volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    tmp = mib(volumes["tmp"]["emptyDir"]["sizeLimit"])
+    assert tmp < mib(worker_container["resources"]["limits"]["ephemeral-storage"])
+
+
+def test_images_are_pinned_to_the_package_version(k8s_docs: list[dict[str, Any]]) -> None:
+    (image,) = _one(k8s_docs, "Kustomization")["images"]
+    assert (image["name"], str(image["newTag"])) == ("ttbridge", PACKAGE_VERSION)
+    for where, pod in _pod_specs(k8s_docs):
+        for container in _containers(pod):
+            name, _, tag = container["image"].rpartition(":")
+            assert (name, tag) == ("ttbridge", PACKAGE_VERSION), f"{where}/{container['name']}: {container['image']}"
+            # The registry is asked each time a pod starts: a node's cached copy of a private
+            # image is never used without the pull secret (kube-score's rule).
+            assert container["imagePullPolicy"] == "Always"
+
+
+def test_the_network_policy_covers_every_pod_and_lets_in_the_web_port_only(k8s_docs: list[dict[str, Any]]) -> None:
+    policy = _one(k8s_docs, "NetworkPolicy")
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    for where, _ in _pod_specs(k8s_docs):
+        doc = next(d for d in _k8s_resources(k8s_docs) if f"{d['kind']}/{d['metadata']['name']}" == where)
+        assert selector.items() <= doc["spec"]["template"]["metadata"]["labels"].items(), where
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    ports = [p for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+    assert ports == [{"port": WEB_PORT, "protocol": "TCP"}]
+    egress = [p for rule in policy["spec"]["egress"] for p in rule["ports"]]
+    assert {"port": 443, "protocol": "TCP"} in egress  # the Events API
+    assert {"port": 53, "protocol": "UDP"} in egress
+    kafka_port = int(_configmaps(k8s_docs)["ttbridge"]["KAFKA_BOOTSTRAP_SERVERS"].rsplit(":", 1)[1])
+    assert any(p["port"] <= kafka_port <= p.get("endPort", p["port"]) for p in egress), "the brokers"
+
+
+# components (optional: ServiceMonitor, KEDA) ---------------------------------
+
+
+COMPONENTS = K8S_DIR / "components"
+
+
+def _component_docs(name: str) -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted((COMPONENTS / name).glob("*.yaml")):
+        docs += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return docs
+
+
+def test_the_service_monitor_scrapes_the_metrics_service(k8s_docs: list[dict[str, Any]]) -> None:
+    docs = _component_docs("service-monitor")
+    assert _one(docs, "Component")["resources"] == ["servicemonitor.yaml"]
+    monitor = _one(docs, "ServiceMonitor")
+    service = _one([d for d in k8s_docs if d["kind"] == "Service"], "Service")
+    assert monitor["metadata"]["namespace"] == NAMESPACE
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+
+
+def test_keda_scales_the_statefulset_up_to_the_partition_count(k8s_docs: list[dict[str, Any]],
+                                                               statefulset: dict[str, Any]) -> None:
+    docs = _component_docs("keda")
+    component = _one(docs, "Component")
+    assert component["resources"] == ["scaledobject.yaml"]
+    (patch,) = component["patches"]
+    assert patch["target"] == {"kind": "StatefulSet", "name": "ttbridge"}
+    assert yaml.safe_load(patch["patch"]) == [{"op": "remove", "path": "/spec/replicas"}]
+    scaled = _one(docs, "ScaledObject")
+    assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                                "name": statefulset["metadata"]["name"]}
+    config = _configmaps(k8s_docs)["ttbridge"]
+    app_id = config["TTBRIDGE_APP_ID"]
+    internal = {spec["name"].format(app_id=app_id): spec["partitions"]
+                for spec in json.loads((ROOT / "topics" / "internal.json").read_text())["topics"]}
+    events = json.loads((ROOT / "topics" / "tracking-events.json").read_text())["partitions"]
+    triggers = {(t["metadata"]["consumerGroup"], t["metadata"]["topic"]): t for t in scaled["spec"]["triggers"]}
+    assert set(triggers) == {(app_id, f"{app_id}-events-by-click-id"),
+                             (f"{app_id}-intake", config["TTBRIDGE_TOPIC_EVENTS"])}
+    for trigger in triggers.values():
+        assert trigger["type"] == "kafka"
+        assert trigger["metadata"]["bootstrapServers"] == config["KAFKA_BOOTSTRAP_SERVERS"]
+    partitions = {internal[f"{app_id}-events-by-click-id"], events}
+    assert partitions == {scaled["spec"]["maxReplicaCount"]}, "workers beyond the partition count sit idle"
+    assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
+
+
+# the real tools, where installed ------------------------------------------------
+
+
+def _kustomize(directory: Path) -> list[dict[str, Any]] | None:
+    """`kustomize build` (or `kubectl kustomize`) of a directory, or None without either."""
+    if shutil.which("kustomize"):
+        argv = ["kustomize", "build", str(directory)]
+    elif shutil.which("kubectl"):
+        argv = ["kubectl", "kustomize", str(directory)]
+    else:
+        return None
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """The manifests as kustomize renders them: the base plus both components."""
+    overlay = tmp_path_factory.mktemp("overlay")
+    base = os.path.relpath(K8S_DIR, overlay)
+    (overlay / "kustomization.yaml").write_text(
+        f"resources: [{base}]\ncomponents: [{base}/components/keda, {base}/components/service-monitor]\n")
+    docs = _kustomize(overlay)
+    if docs is None:
+        pytest.skip("neither kustomize nor kubectl is installed")
+    return docs
+
+
+def test_kustomize_renders_base_and_components(rendered: list[dict[str, Any]]) -> None:
+    kinds = sorted(doc["kind"] for doc in rendered)
+    assert kinds == ["ConfigMap", "Job", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "ScaledObject",
+                     "Service", "ServiceMonitor", "StatefulSet"]
+    for doc in rendered:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == NAMESPACE, doc["kind"]
+    assert "replicas" not in _one(rendered, "StatefulSet")["spec"], "KEDA owns the replica count"
+
+
+# CRDs have no schema in kubernetes-validate's set.
+CUSTOM_KINDS = {"ServiceMonitor", "ScaledObject"}
+
+
+@pytest.mark.parametrize("version", ["1.29.0", "1.33.0", "1.37.0"])
+def test_manifests_are_valid_for_kubernetes(rendered: list[dict[str, Any]], version: str) -> None:
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate is not installed (pip install kubernetes-validate)")
+    for doc in rendered:
+        if doc["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_kube_score_finds_nothing_critical(rendered: list[dict[str, Any]], tmp_path: Path) -> None:
+    if not shutil.which("kube-score"):
+        pytest.skip("kube-score is not installed "
+                    "(go install github.com/zegl/kube-score/cmd/kube-score@v1.20.0)")
+    path = tmp_path / "rendered.yaml"
+    path.write_text(yaml.safe_dump_all([d for d in rendered if d["kind"] not in CUSTOM_KINDS]))
+    done = subprocess.run(["kube-score", "score", "--output-format", "ci", str(path)], capture_output=True,
+                          text=True, timeout=120)
+    critical = [line for line in done.stdout.splitlines() if line.startswith("[CRITICAL]")]
+    assert not critical, "\n".join(critical)
+    assert done.returncode == 0, done.stdout + done.stderr

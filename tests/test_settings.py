@@ -1,6 +1,6 @@
 import pytest
 
-from app.mapping.events import map_event
+from app.mapping.events import Refusal, map_event
 from app.settings import Secret, SettingsError, load, mapping_config
 from app.tiktok.facts import STANDARD_EVENTS
 
@@ -60,7 +60,9 @@ def test_token_never_in_repr_or_str():
     ({"TTBRIDGE_WEBPORT": "8080"}, "TTBRIDGE_WEBPORT: unknown variable (did you mean TTBRIDGE_WEB_PORT?)"),
     ({"TTBRIDGE_ZZZ": ""}, "TTBRIDGE_ZZZ: unknown variable (known: TTBRIDGE_APP_ID, TTBRIDGE_CACHE_DIR, "
      "TTBRIDGE_CONFIG, TTBRIDGE_DATA_DIR, TTBRIDGE_TOPICS_DIR, TTBRIDGE_TOPIC_CLICKS, TTBRIDGE_TOPIC_DLQ, "
-     "TTBRIDGE_TOPIC_EVENTS, TTBRIDGE_TOPIC_RETRY, TTBRIDGE_WEB_PORT)"),
+     "TTBRIDGE_TOPIC_EVENTS, TTBRIDGE_TOPIC_RETRY, TTBRIDGE_WEB_HOST, TTBRIDGE_WEB_PORT)"),
+    ({"TTBRIDGE_WEB_HOST": "0.0.0.0 6066"},
+     "TTBRIDGE_WEB_HOST: expected an IP address or host name, got '0.0.0.0 6066'"),
 ])
 def test_wrong_values_name_the_variable(env, message):
     with pytest.raises(SettingsError) as e:
@@ -81,11 +83,11 @@ def test_every_known_variable_loads_and_other_namespaces_are_left_alone(tmp_path
     s = load({"TTBRIDGE_CONFIG": str(config), "TTBRIDGE_TOPIC_CLICKS": "c", "TTBRIDGE_TOPIC_EVENTS": "e",
               "TTBRIDGE_TOPIC_RETRY": "r", "TTBRIDGE_TOPIC_DLQ": "d", "TTBRIDGE_APP_ID": "a",
               "TTBRIDGE_DATA_DIR": str(tmp_path), "TTBRIDGE_WEB_PORT": "8080",
-              "TTBRIDGE_TOPICS_DIR": str(tmp_path), "TTBRIDGE_CACHE_DIR": str(tmp_path),
+              "TTBRIDGE_WEB_HOST": "127.0.0.1", "TTBRIDGE_TOPICS_DIR": str(tmp_path), "TTBRIDGE_CACHE_DIR": str(tmp_path),
               # TikTok's and Kafka's namespaces hold names we do not read (KAFKA_HEAP_OPTS, ...).
               "TIKTOK_SOMETHING_ELSE": "x", "KAFKA_HEAP_OPTS": "-Xmx1G"})
-    assert (s.topic_clicks, s.topic_events, s.topic_retry, s.topic_dlq, s.app_id, s.web_port) == (
-        "c", "e", "r", "d", "a", 8080)
+    assert (s.topic_clicks, s.topic_events, s.topic_retry, s.topic_dlq, s.app_id, s.web_port, s.web_host) == (
+        "c", "e", "r", "d", "a", 8080, "127.0.0.1")
 
 
 def test_toml_file(tmp_path, monkeypatch):
@@ -157,6 +159,17 @@ def test_mapping_settings_in_the_file_reach_the_payload(tmp_path):
     assert item["properties"]["content_type"] == "product"
     assert "page" not in item
     assert mapped(tmp_path, "[ttbridge]\nlimited_data_use = false\n")["limited_data_use"] is False
+
+
+def test_max_future_s_is_the_mappings_allowed_clock_skew(tmp_path):
+    assert (load({}).max_future_s, mapping_config(load({})).max_future_s) == (300.0, 300.0)
+    path = tmp_path / "ttbridge.toml"
+    path.write_text("[ttbridge]\nmax_future_s = 0\n")
+    config = mapping_config(load({"TTBRIDGE_CONFIG": str(path)}))
+    assert config.max_future_s == 0
+    with pytest.raises(Refusal) as refused:  # EVENT is 1 s ahead of this clock
+        map_event(EVENT, None, config, EVENT_TIME - 1)
+    assert refused.value.reason == "future_event"
 
 
 def test_tokens_named_in_the_file_stay_out_of_ttbridges_namespace(tmp_path, monkeypatch):
@@ -249,6 +262,11 @@ NUMBER = "TTBRIDGE_CONFIG [ttbridge].{}: expected a number > 0, got 0.0"
     ("[ttbridge]\nretry_tiers_s = [30, -1]\n",
      "TTBRIDGE_CONFIG [ttbridge].retry_tiers_s: expected a non-empty list of delays >= 0 seconds, got [30.0, -1.0]"),
     # Mapping values, checked by MappingConfig at load time.
+    ("[ttbridge]\nmax_future_s = -1\n",
+     "TTBRIDGE_CONFIG [ttbridge].max_future_s: must be from 0 to 86400 seconds, got -1.0"),
+    ("[ttbridge]\nmax_future_s = 86401\n",
+     "TTBRIDGE_CONFIG [ttbridge].max_future_s: must be from 0 to 86400 seconds, got 86401.0"),
+    ("[ttbridge]\nmax_future_s = '5m'\n", "TTBRIDGE_CONFIG [ttbridge].max_future_s: expected a number, got '5m'"),
     ("[ttbridge]\ncontent_type = 'products'\n",
      "TTBRIDGE_CONFIG [ttbridge].content_type: must be one of ['product', 'product_group']"),
     ("[ttbridge]\ndefault_region = 'XX'\n", "TTBRIDGE_CONFIG [ttbridge].default_region: 'XX' is not a region code like GB"),

@@ -15,7 +15,7 @@ def settings_from(tmp_path, body: str, **env):
 
 def test_the_default_is_one_input_read_as_segment():
     s = load({})
-    assert input_topics(s) == (Input("tracking-events", "segment", None),)
+    assert input_topics(s) == (Input("tracking-events", None, None),)
     config = mapping_config(s)
     assert config.click_id_paths == ("properties.click_id", "context.click_id")
     assert config.tiktok_names("Order Completed") == ("Purchase",)
@@ -23,7 +23,7 @@ def test_the_default_is_one_input_read_as_segment():
 
 def test_a_mapping_file_extends_the_preset_and_the_settings_still_apply(tmp_path):
     own = tmp_path / "own.toml"
-    own.write_text('[event]\nclick_id = ["properties.subid"]\n[events]\n"Quote Requested" = "Lead"\n')
+    own.write_text('extends = "segment"\n[event]\nclick_id = ["properties.subid"]\n[events]\n"Quote Requested" = "Lead"\n')
     s = settings_from(tmp_path, f'[ttbridge]\nmapping_file = "{own}"\ndefault_region = "GB"\n'
                                 'limited_data_use = true\n')
     config = mapping_config(s)
@@ -37,8 +37,8 @@ def test_several_inputs_each_with_its_shape_and_topic(tmp_path):
     own = tmp_path / "b.toml"
     own.write_text('[events]\n"Booked" = "Schedule"\n')
     s = settings_from(tmp_path, f'[[inputs]]\ntopic = "web-events"\n\n[[inputs]]\ntopic = "b-events"\n'
-                                f'mapping_file = "{own}"\n')
-    assert input_topics(s) == (Input("web-events", "segment", None), Input("b-events", "segment", str(own)))
+                                f'preset = "segment"\nmapping_file = "{own}"\n')
+    assert input_topics(s) == (Input("web-events", None, None), Input("b-events", "segment", str(own)))
     configs = mapping_configs(s)
     assert list(configs) == ["web-events", "b-events"]
     assert configs["web-events"].tiktok_names("Booked") == ()
@@ -71,10 +71,32 @@ def test_wrong_inputs_are_one_clear_line(tmp_path, body, message):
 
 def test_a_wrong_mapping_file_names_the_file_and_the_key(tmp_path):
     own = tmp_path / "own.toml"
-    own.write_text('[user]\nemial = ["traits.email"]\n')
+    own.write_text('extends = "segment"\n[user]\nemial = ["traits.email"]\n')
     with pytest.raises(SettingsError) as e:
         settings_from(tmp_path, f'[ttbridge]\nmapping_file = "{own}"\n')
     assert str(e.value) == f"TTBRIDGE_CONFIG mapping_file {own}: user.emial: unknown key (did you mean 'email'?)"
     with pytest.raises(SettingsError) as e:
         settings_from(tmp_path, f'[ttbridge]\nmapping_file = "{tmp_path / "nope.toml"}"\n')
     assert str(e.value) == f"TTBRIDGE_CONFIG mapping_file {tmp_path / 'nope.toml'}: cannot read it (No such file or directory)"
+
+
+def test_a_mapping_file_without_extends_is_a_shape_of_its_own(tmp_path):
+    # A home-made shape: nothing of Segment's (no `type` filter, no Segment paths) comes along.
+    own = tmp_path / "shop.toml"
+    own.write_text('[event]\nname = ["kind"]\ntimestamp = ["at"]\nevent_id = ["id"]\nclick_id = ["clk"]\n'
+                   '[events]\n"sale" = "Purchase"\n[user]\nemail = ["who.email"]\n')
+    config = mapping_config(settings_from(tmp_path, f'[ttbridge]\nmapping_file = "{own}"\n'))
+    assert config.click_id_paths == ("clk",)
+    assert config.tiktok_names("sale") == ("Purchase",)
+    assert config.tiktok_names("Order Completed") == ()  # not Segment's table
+    assert config.plan.kind_path is None
+    assert [(f.name, f.paths) for f in config.plan.hashed_user] == [("email", (("who", "email"),))]
+
+
+def test_a_preset_and_an_extends_that_say_it_twice_are_refused(tmp_path):
+    own = tmp_path / "own.toml"
+    own.write_text('extends = "redtrack"\n')
+    with pytest.raises(SettingsError) as e:
+        settings_from(tmp_path, f'[[inputs]]\ntopic = "a"\npreset = "segment"\nmapping_file = "{own}"\n')
+    assert str(e.value) == (f"TTBRIDGE_CONFIG mapping_file {own}: extends: the input already names preset "
+                            "'segment'; say it once")

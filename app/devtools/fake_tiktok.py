@@ -31,7 +31,7 @@ from app.devtools.fake_tiktok_rules import INVALID_PARTNER, _is_number, check_re
 from app.tiktok.facts import TRACK_PATH, Code
 
 __all__ = ["check_request", "FakeConfig", "FakeTikTok", "register", "main", "DEMO_TOKEN",
-           "DEMO_PIXEL", "INVALID_PARTNER"]
+           "DEMO_PIXEL", "INVALID_PARTNER", "ECHO_FORMS"]
 
 DEMO_TOKEN = "demo-token"
 DEMO_PIXEL = "DEMOPIXEL0000000000"
@@ -58,12 +58,22 @@ class FakeConfig:
     seed: int | None = None          # for the fault draws, so a benchmark run can be replayed
     # The real request size limit is unconfirmed; aiohttp answers 413 above this.
     max_body_bytes: int = 8 * 1024 * 1024
+    # Answer every track request with its own Access-Token echoed back, in one of ECHO_FORMS, the
+    # way gateways' error pages and some API messages quote the request. None: never. Set on the
+    # config object or by --echo-token (not by /control, whose answer lists its settings).
+    echo_token: str | None = None
 
 
 _GATEWAY_PAGES = {
     502: "<html><body><h1>502 Bad Gateway</h1></body></html>",
     503: "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
 }
+
+
+# Where an echoed token can sit: an HTML 502 page listing the request headers, a JSON 50000
+# message, a 40105 (TikTok's 401) message, the reason phrase of a 502, a malformed status line
+# (the HTTP client's error quotes it), a plain-text body with HTTP 200.
+ECHO_FORMS = ("html_502", "json_500", "json_401", "reason_phrase", "status_line", "plain_text")
 
 
 def _share(value: Any) -> float:
@@ -271,6 +281,8 @@ class FakeTikTok:
         # 1. Injected faults come first: a gateway fails before TikTok looks at the request.
         if config.latency_ms > 0:
             await asyncio.sleep(config.latency_ms / 1000)
+        if config.echo_token is not None:
+            return await self._echo(config.echo_token, request)
         fault = self._draw_fault()
         if fault in _GATEWAY_PAGES:
             self._counters["http_errors"] += 1
@@ -301,6 +313,32 @@ class FakeTikTok:
         # 6. Accepted (duplicates included: TikTok answers OK and silently drops them).
         self._accept(body)
         return self._answer(Code.OK, "OK")
+
+    async def _echo(self, form: str, request: web.Request) -> web.StreamResponse:
+        if form not in ECHO_FORMS:
+            raise ValueError(f"echo_token: {form!r} is not one of {', '.join(ECHO_FORMS)}")
+        await request.read()  # the whole request in, as a gateway reads it before it answers
+        token = request.headers.get("Access-Token", "")
+        if form == "json_500":
+            return self._answer(Code.SERVER_ERROR, f"Internal error {token}, please try again later.")
+        if form == "json_401":
+            return self._answer(Code.TOKEN_INVALID, f"Access token is invalid (Access-Token: {token})")
+        if form == "plain_text":
+            return web.Response(text=f"upstream refused the request\nAccess-Token: {token}\n")
+        self._counters["http_errors"] += 1
+        if form == "html_502":
+            return web.Response(status=502, content_type="text/html", text=(
+                f"<html><body><h1>502 Bad Gateway</h1><pre>POST {TRACK_PATH}\nAccess-Token: {token}\n"
+                "Content-Type: application/json</pre></body></html>"))
+        if form == "reason_phrase":
+            return web.Response(status=502, reason=f"Bad Gateway {token}", text=_GATEWAY_PAGES[502],
+                                content_type="text/html")
+        # status_line: aiohttp only writes valid ones, so the bytes go out by hand; the response
+        # returned after them is never sent (the connection is closed).
+        if request.transport is not None:
+            request.transport.write(f"HTTP/1.1 5O2 {token}\r\nContent-Length: 0\r\n\r\n".encode())
+            request.transport.close()
+        return web.Response(status=502)
 
     # ---- test and demo routes
 
@@ -373,6 +411,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--record", metavar="PATH", default=None,
                         help="append each accepted event to this JSON-lines file")
     parser.add_argument("--seed", type=int, default=None, help="seed for the fault draws")
+    parser.add_argument("--echo-token", choices=ECHO_FORMS, default=None,
+                        help="answer every request with its Access-Token echoed back in this form")
     parser.set_defaults(func=main)
 
 
@@ -382,7 +422,8 @@ def main(args: argparse.Namespace) -> int:
         tokens={token: pixels for token in (args.access_tokens or [DEMO_TOKEN])},
         fail_share=args.fail_share, http_502_share=args.http_502_share,
         http_503_share=args.http_503_share, latency_ms=args.latency_ms,
-        rate_limit_qps=args.rate_limit_qps, record_path=args.record, seed=args.seed)
+        rate_limit_qps=args.rate_limit_qps, record_path=args.record, seed=args.seed,
+        echo_token=args.echo_token)
     try:
         asyncio.run(_serve(FakeTikTok(config), args.host, args.port))
     except OSError as exc:  # the port is taken, or the record file cannot be opened

@@ -1,7 +1,10 @@
 """The fake TikTok Events API's validation rules: what TikTok refuses, and with which code.
 
 check_request() is pure validation of one parsed /event/track/ body, at least as strict as TikTok:
-it reads the same tables in app.tiktok.facts as the mapping does. The server in app.devtools.fake_tiktok answers
+it reads the same tables in app.tiktok.facts as the mapping does. Each event source has its own
+rules (facts' "event sources" section): the kind of event_source_id, the event names, which
+objects and user fields an item may carry, and which it must (crm: lead.lead_id; app:
+app.app_id; offline: an email or phone). The server in app.devtools.fake_tiktok answers
 with it; property-based tests elsewhere call it to prove that what they emit would pass.
 """
 from __future__ import annotations
@@ -11,7 +14,10 @@ import re
 import time
 from typing import Any, Callable, NoReturn
 
+from app.mapping.config import DEFAULT_MAX_FUTURE_S
 from app.tiktok.facts import (
+    APP_FIELDS,
+    ATT_STATUSES,
     CONTENT_FIELDS,
     CONTENT_TYPES,
     CURRENCIES,
@@ -20,9 +26,13 @@ from app.tiktok.facts import (
     HASHED_USER_FIELDS,
     LEAD_FIELDS,
     MAX_BATCH,
+    NUMERIC_SOURCE_IDS,
+    OFFLINE_IDENTIFIERS,
     PAGE_FIELDS,
     PROPERTIES_FIELDS,
-    STANDARD_EVENTS,
+    SOURCE_EVENTS,
+    SOURCE_ITEM_FIELDS,
+    SOURCE_USER_FIELDS,
     USER_FIELDS,
     Code,
 )
@@ -37,10 +47,15 @@ TOP_LEVEL_FIELDS = frozenset({
 })
 # What our normaliser emits: SHA-256 as lowercase hex. Anything else is raw (or badly hashed) PII.
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-# event_time must be Unix seconds. Before 2001-09 (1e9) is surely a bug; more than a day ahead
-# means a wrong clock or milliseconds (which also land far in the future).
+_DIGITS = re.compile(r"[0-9]+")
+# An advertising ID (IDFA, GAID) is a UUID.
+_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+_SOURCE_ID_KINDS = {"app": "TikTok App ID", "offline": "Offline Event Set ID", "crm": "CRM Event Set ID"}
+# event_time must be Unix seconds. Before 2001-09 (1e9) is surely a bug. Ahead of now by more than
+# ttbridge's default allowed clock skew (max_future_s) is refused: TikTok's own limit is
+# unconfirmed, so the fake is at least as strict as what ttbridge sends by default.
 _MIN_EVENT_TIME = 1_000_000_000
-_MAX_FUTURE_S = 86_400
+_MAX_FUTURE_S = DEFAULT_MAX_FUTURE_S
 
 
 # --------------------------------------------------------------------------- request validation
@@ -128,8 +143,24 @@ def _list_of(check_item: Check) -> Check:
     return check
 
 
+def _advertising_id(case: Callable[[str], str], rule: str) -> Check:
+    """IDFA (raw in UPPERCASE) or GAID (raw in lowercase): a UUID written so, or its SHA-256."""
+    def check(value: Any, path: str) -> None:
+        _non_empty_string(value, path)
+        if not (_SHA256_HEX.fullmatch(value) or _UUID.fullmatch(value) and value == case(value)):
+            _fail(path, f"Not a valid ID ({rule}, or its SHA-256 as 64 lowercase hex characters).")
+    return check
+
+
+_DEVICE = {
+    "idfa": _advertising_id(str.upper, "a raw IDFA is a UUID in UPPERCASE"),
+    "gaid": _advertising_id(str.lower, "a raw GAID is a UUID in lowercase"),
+    "idfv": _non_empty_string,
+    "att_status": _one_of(ATT_STATUSES, "Must be one of: " + ", ".join(sorted(ATT_STATUSES))),
+}
 _USER = _object(USER_FIELDS, {
-    name: _hashed if name in HASHED_USER_FIELDS else _string for name in sorted(USER_FIELDS)
+    name: _hashed if name in HASHED_USER_FIELDS else _DEVICE.get(name, _string)
+    for name in sorted(USER_FIELDS)
 })
 _PAGE = _object(PAGE_FIELDS, {"url": _url, "referrer": _string})
 _CONTENT = _object(CONTENT_FIELDS, {
@@ -143,13 +174,20 @@ _PROPERTIES = _object(PROPERTIES_FIELDS, {
     "value": _number, "num_items": _integer, "order_id": _string, "shop_id": _string,
     "description": _string, "search_string": _string,
 })
-_LEAD = _object(LEAD_FIELDS, {name: _string for name in sorted(LEAD_FIELDS)})
-_EVENT_NAME = _one_of(STANDARD_EVENTS, "Not a standard event name.")
+_LEAD = _object(LEAD_FIELDS, {"lead_id": _non_empty_string, "lead_event_source": _string})
+_APP = _object(APP_FIELDS, {"app_id": _non_empty_string, "app_name": _string, "app_version": _string})
+_EVENT_NAMES = {
+    "web": _one_of(SOURCE_EVENTS["web"], "Not a standard event name."),
+    "offline": _one_of(SOURCE_EVENTS["offline"], "Not a standard event name."),
+    "app": _one_of(SOURCE_EVENTS["app"], "Not an app standard event name."),
+    "crm": _non_empty_string,  # SOURCE_EVENTS["crm"] is None: a CRM event set's own names
+}
 _EVENT_SOURCE = _one_of(EVENT_SOURCES, "Must be one of: " + ", ".join(sorted(EVENT_SOURCES)))
-# The parts of an event that need no context; event, event_time, event_id and lead are checked by
-# hand in _check_event because they are required, depend on the clock, or on event_source.
+# The parts of an event that need no context; event, event_time and event_id are checked by hand
+# in _check_event because they are required, depend on the clock, or on event_source. Which parts
+# an event may (or must) have depends on event_source too: _check_source.
 _EVENT_PARTS = {"user": _USER, "page": _PAGE, "properties": _PROPERTIES,
-                "limited_data_use": _boolean}
+                "limited_data_use": _boolean, "lead": _LEAD, "app": _APP}
 
 
 def _check_event_time(value: Any, path: str, now: float) -> None:
@@ -158,6 +196,34 @@ def _check_event_time(value: Any, path: str, now: float) -> None:
         _fail(path, "Must be Unix seconds, not in the future (milliseconds?).")
     if value < _MIN_EVENT_TIME:
         _fail(path, "Must be Unix seconds.")
+
+
+def _only_for(name: str, tables: dict[str, frozenset[str]]) -> str:
+    sources = " or ".join(source for source in sorted(tables) if name in tables[source])
+    return f"Only allowed when event_source is {sources}."
+
+
+def _check_source(item: dict, path: str, source: str) -> None:
+    """What `source` allows and requires of an item, once its parts are known to be well typed."""
+    for name in item:
+        if name not in SOURCE_ITEM_FIELDS[source]:
+            _fail(f"{path}.{name}", _only_for(name, SOURCE_ITEM_FIELDS))
+    user = item.get("user", {})
+    for name in user:
+        if name not in SOURCE_USER_FIELDS[source]:
+            _fail(f"{path}.user.{name}", _only_for(name, SOURCE_USER_FIELDS))
+    if source == "crm":
+        if "lead" not in item:
+            _fail(f"{path}.lead", "Missing data for required field (CRM events).")
+        if "lead_id" not in item["lead"]:
+            _fail(f"{path}.lead.lead_id", "Missing data for required field (CRM events).")
+    elif source == "app":
+        if "app" not in item:
+            _fail(f"{path}.app", "Missing data for required field (app events).")
+        if "app_id" not in item["app"]:
+            _fail(f"{path}.app.app_id", "Missing data for required field (app events).")
+    elif source == "offline" and not any(user.get(name) for name in OFFLINE_IDENTIFIERS):
+        _fail(f"{path}.user", "Offline events are matched by email or phone: send at least one.")
 
 
 def _check_event(item: Any, path: str, event_source: str, now: float) -> None:
@@ -169,17 +235,14 @@ def _check_event(item: Any, path: str, event_source: str, now: float) -> None:
     for required in ("event", "event_time"):
         if required not in item:
             _fail(f"{path}.{required}", "Missing data for required field.")
-    _EVENT_NAME(item["event"], f"{path}.event")
+    _EVENT_NAMES[event_source](item["event"], f"{path}.event")
     _check_event_time(item["event_time"], f"{path}.event_time", now)
     if "event_id" in item:
         _non_empty_string(item["event_id"], f"{path}.event_id")
     for name, check in _EVENT_PARTS.items():
         if name in item:
             check(item[name], f"{path}.{name}")
-    if "lead" in item:
-        if event_source != "crm":
-            _fail(f"{path}.lead", "Only allowed when event_source is crm.")
-        _LEAD(item["lead"], f"{path}.lead")
+    _check_source(item, path, event_source)
 
 
 def _check_body(body: Any, pixels_allowed: frozenset[str] | None, now: float) -> None:
@@ -197,6 +260,13 @@ def _check_body(body: Any, pixels_allowed: frozenset[str] | None, now: float) ->
     _EVENT_SOURCE(body["event_source"], "event_source")
     source_id = body["event_source_id"]
     _non_empty_string(source_id, "event_source_id")
+    # A pixel code where an event set or app ID belongs (or the other way round) is the usual
+    # mistake: the kinds differ in shape (facts.NUMERIC_SOURCE_IDS).
+    numeric = _DIGITS.fullmatch(source_id) is not None
+    if body["event_source"] in NUMERIC_SOURCE_IDS and not numeric:
+        _fail("event_source_id", f"Not a valid {_SOURCE_ID_KINDS[body['event_source']]} (digits only).")
+    if body["event_source"] == "web" and numeric:
+        _fail("event_source_id", "Not a valid Pixel Code (an all-digit ID is an event set or app ID).")
     # Permission comes before the payload: TikTok authorises a request before it reads the events.
     if pixels_allowed is not None and source_id not in pixels_allowed:
         raise _Reject(Code.NO_PERMISSION, f"No permission to operate pixel code: {source_id}")

@@ -3,11 +3,14 @@
 Reads messages (one JSON document per line) on stdin and prints one JSON object per line:
 `{"data": [<TikTok data[] items>]}`, `{"skipped": "<reason>"}`, or `{"refused": "<reason>",
 "message": "..."}` — the same decisions the worker makes (mapping, skip reasons, the identifier
-check), with no broker and no Events API. A batch message (a shape with event.batch, such as
-mParticle's) prints one line per event it carries.
+check, the event-age limit), with no broker and no Events API. A batch message (a shape with
+event.batch, such as mParticle's) prints one line per event it carries. `--now` judges event age
+against a fixed time instead of the clock, so a preview of fixed messages stays reproducible.
 """
 from __future__ import annotations
 
+import argparse
+import math
 import sys
 import time
 import tomllib
@@ -15,11 +18,11 @@ from typing import IO, Iterator
 
 import orjson
 
-from app.mapping.config import MappingConfig
+from app.mapping.config import DAY_S, MappingConfig
 from app.mapping.decode import decode_click, decode_object
 from app.mapping.events import Refusal, Skip, events_of, has_identifier, map_event, skip_reason
-from app.mapping.spec import PRESETS, SpecError, load_preset, merge, resolve
-from app.settings import SettingsError, load, mapping_config
+from app.mapping.spec import PRESETS, SpecError, load_preset, resolve
+from app.settings import Settings, SettingsError, load, mapping_config
 
 __all__ = ["register", "preview"]
 
@@ -37,7 +40,10 @@ def preview(lines: IO[bytes], config: MappingConfig, click: dict | None, now: fl
         except Refusal as r:
             yield _refused(r)
             continue
-        for event in events_of(doc, config):
+        events = events_of(doc, config)
+        if not events:  # a batch with no events: the worker counts it as skipped, so does map
+            yield {"skipped": "no_events"}
+        for event in events:
             yield _outcome(event, click, config, now)
 
 
@@ -70,8 +76,12 @@ def _config(args) -> MappingConfig:
         if args.config:
             with open(args.config, "rb") as f:
                 own = tomllib.load(f)
-            spec = resolve(own) if "extends" in own else merge(spec, own)
-        return MappingConfig(spec=spec, default_region=args.default_region)
+            spec = resolve(own)  # on its own, or over the preset its `extends` names
+        # The worker's default windows, so that a message the worker would refuse as stale (or
+        # join to a click it would ignore) is shown so here too.
+        return MappingConfig(spec=spec, default_region=args.default_region,
+                             max_event_age_s=Settings.max_event_age_days * DAY_S,
+                             attribution_window_s=Settings.attribution_window_days * DAY_S)
     except OSError as e:
         raise SettingsError(f"--config {args.config}: cannot read it ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:
@@ -100,20 +110,35 @@ def register(subparsers) -> None:
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("--preset", choices=PRESETS, help="the input shape (default: the worker's own "
                        "configuration from TTBRIDGE_CONFIG, else segment)")
-    shape.add_argument("--config", metavar="FILE", help="a mapping file of your own (over segment, "
-                       "or over the preset its `extends` names)")
+    shape.add_argument("--config", metavar="FILE", help="a mapping file of your own (on its own, or "
+                       "over the preset its `extends` names)")
     p.add_argument("--click", metavar="FILE", help="a click as the clicks topic carries it, joined "
                    "to every message")
     p.add_argument("--default-region", metavar="CC", help="region of phone numbers written without a "
                    "country code, e.g. GB (with --preset/--config)")
+    # Event age is judged against the clock (max_event_age_days); a fixed one makes a preview of
+    # fixed messages reproducible (the README's examples are run this way by a test).
+    p.add_argument("--now", metavar="UNIX", type=_unix_time, help="the time to judge event age "
+                   "against, in Unix seconds (default: the clock)")
     p.set_defaults(func=_main)
+
+
+def _unix_time(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected Unix seconds, got {text!r}")
+    return value
 
 
 def _main(args) -> int:
     config = _config(args)
     click = _click(args.click)
     out = sys.stdout.buffer
-    for outcome in preview(sys.stdin.buffer, config, click, time.time()):
+    now = time.time() if args.now is None else args.now
+    for outcome in preview(sys.stdin.buffer, config, click, now):
         out.write(orjson.dumps(outcome) + b"\n")
     out.flush()
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 from faust.streams import _current_event
 
 __all__ = ["read_in_partition_of", "recovery_completed", "allow_changelog_bundles",
-           "rocksdb_partition", "rocksdb_offset_key"]
+           "drain_changelog_writes", "rocksdb_partition", "rocksdb_offset_key"]
 
 
 def read_in_partition_of(event, table, key: Any) -> Any:
@@ -45,9 +45,18 @@ def recovery_completed(app) -> bool:
 def allow_changelog_bundles(app, records_per_message: int) -> None:
     """Let one stream message queue `records_per_message` changelog records without faust
     warning "producer buffer full": each table write queues one, and a bundle of clicks is one
-    message of up to batch_max writes (the agent drains them with the public
-    `app.producer.flush()` after each bundle). Relies on ProducerBuffer.max_messages (100)."""
+    message of up to batch_max writes (the agent drains them after each bundle:
+    drain_changelog_writes). Relies on ProducerBuffer.max_messages (100)."""
     app.producer.buffer.max_messages = records_per_message + 100
+
+
+async def drain_changelog_writes(app) -> None:
+    """Hand every changelog record queued by table writes to the Kafka producer, without
+    waiting for the broker's acks: the public `app.producer.flush()` also waits for those, a
+    round trip per bundle of clicks, for no durability: faust flushes its producer (acks
+    included) before it commits source offsets anyway (Consumer._commit_offsets). Relies on
+    ProducerBuffer.flush()."""
+    await app.producer.buffer.flush()
 
 
 def rocksdb_partition(store, partition: int):

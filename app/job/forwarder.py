@@ -14,14 +14,13 @@ import time
 from collections import defaultdict
 from typing import Any, Awaitable, Callable, Mapping
 
-import orjson
-
-from app.job.bundles import read_events
+from app.job.bundles import event_of, read_events
 from app.job.durable import Write, write_durably
 from app.job.metrics import Metrics
 from app.job.records import dead_letter, encode, retry_record
 from app.mapping.events import MappingConfig, Refusal, Skip, has_identifier, map_event, test_event_code_of
 from app.mapping.routing import Router
+from app.mapping.sources import for_source
 from app.settings import Settings
 from app.tiktok.requests import request_bodies
 from app.tiktok.sender import Sender
@@ -102,7 +101,23 @@ class Forwarder:
                     original=fe.value))))
                 continue
             bundle = _Bundle(fe, len(events))
-            entries += [(bundle, entry) for entry in events]
+            # Each event is parsed from its own bytes: one that cannot be is dead-lettered alone,
+            # with its own source and bytes, and its bundle-mates go on (app.job.bundles).
+            for entry in events:
+                try:
+                    event_of(entry)
+                except Refusal as r:
+                    broken.append((bundle, (None, dead_letter(r.reason, r.message, "decode", now,
+                                                              source=entry.get("source"),
+                                                              original=_original(entry)))))
+                    continue
+                except Exception as e:  # noqa: BLE001 - a bug costs this entry, not its bundle
+                    log.exception("unexpected error reading an event of a bundle")
+                    broken.append((bundle, (None, dead_letter(
+                        "internal_error", f"{type(e).__name__}: {e}", "decode", now,
+                        source=entry.get("source"), original=_original(entry)))))
+                    continue
+                entries.append((bundle, entry))
             if not events:
                 fe.ack()
         return entries, broken
@@ -269,6 +284,11 @@ class Forwarder:
         if pixel is None:
             return dead_letter("no_route", "no pixel matches this event and no default pixel is "
                                "configured", "map", now, source=entry["source"], original=_original(entry))
+        try:  # what the destination's event source takes (its lead, app, names, identifiers)
+            items = for_source(items, pixel.event_source)
+        except Refusal as r:
+            return dead_letter(r.reason, r.message, "map", now, source=entry["source"],
+                               pixel_code=pixel.code, original=_original(entry))
         return pixel, items, test_event_code_of(event, mapping) or pixel.test_event_code
 
     async def _durably(self, retries: list, dead: list) -> None:
@@ -278,9 +298,6 @@ class Forwarder:
 
 
 def _original(entry: dict) -> bytes | None:
-    """The event for its dead letter: its JSON as parsed and written again (same keys in the
-    same order; whitespace and number spelling may differ from the bytes received)."""
-    try:
-        return orjson.dumps(entry["event"])
-    except (KeyError, TypeError):
-        return None
+    """The event for its dead letter: its own bytes, as the intake read them."""
+    raw = entry.get("raw")
+    return None if raw is None else bytes(raw)

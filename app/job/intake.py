@@ -132,18 +132,17 @@ class Intake:
             try:
                 if isinstance(event, Refusal):
                     raise event
-                self._one(event, orjson.dumps(event), source, mapping, bundler, now)
+                self._one(event, None, source, mapping, bundler, now)
             except Refusal as r:
-                # What a replay can send back to the topic: a batch of this one event.
-                element = {k: v for k, v in event.items() if k != "batch"} if isinstance(event, dict) else None
-                one = orjson.dumps({**{k: v for k, v in doc.items() if k != mapping.plan.batch_path[0]},
-                                    mapping.plan.batch_path[0]: [element if element is not None else
-                                                                 doc[mapping.plan.batch_path[0]][i]]}) \
-                    if isinstance(doc.get(mapping.plan.batch_path[0]), list) else msg.value
-                dead += self._refused(msg, r.reason, r.message, now, source=source, original=one)
+                dead += self._refused(msg, r.reason, r.message, now, source=source,
+                                      original=_batch_of_one(doc, mapping, i, event, msg.value))
+            except Exception as e:  # noqa: BLE001 - a bug costs this event, not its batch-mates
+                log.exception("unexpected error decoding an event of a batch")
+                dead += self._refused(msg, "internal_error", f"{type(e).__name__}: {e}", now, source=source,
+                                      original=_batch_of_one(doc, mapping, i, event, msg.value))
         return dead
 
-    def _one(self, event: dict, raw: bytes, source: dict, mapping: MappingConfig, bundler: Bundler,
+    def _one(self, event: dict, raw: bytes | None, source: dict, mapping: MappingConfig, bundler: Bundler,
              now: float) -> None:
         names = tiktok_names(event, mapping)
         landing = click_from_landing(event, mapping)
@@ -153,6 +152,8 @@ class Intake:
         if not names:
             self.metrics.add("events_skipped", reason=skip_reason(event, mapping))
             return
+        if raw is None:  # an event of a batch: the bundle carries its own JSON, written here
+            raw = _written(event, f"{mapping.plan.batch_path[0]}[{source['index']}]")
         # `at` starts the late-click wait: it counts from now, not from the record's timestamp,
         # so that a worker catching up after downtime (or a producer stamping event time) still
         # gives a late click its join_wait.
@@ -168,3 +169,27 @@ class Intake:
 
 def _source(msg) -> dict:
     return {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+
+
+def _written(event: dict, where: str) -> bytes:
+    """A batch's event as the JSON its bundle carries. orjson reads 1,024 levels of nesting but
+    writes at most 254: a deeper event is refused alone, here, rather than failing its message
+    (whose other events are bundled already)."""
+    try:
+        return orjson.dumps(event)
+    except orjson.JSONEncodeError as e:
+        raise Refusal("invalid_event", f"{where}: cannot be written as JSON again ({e}; orjson writes "
+                      "at most 254 levels of nesting)") from None
+
+
+def _batch_of_one(doc: dict, mapping: MappingConfig, i: int, event, value: bytes) -> bytes:
+    """What a replay can send back to the topic for the batch's event i: a batch of this one
+    event; the whole message when that cannot be written (an event too deep to write again)."""
+    key = mapping.plan.batch_path[0]
+    if not isinstance(doc.get(key), list):
+        return value
+    element = {k: v for k, v in event.items() if k != "batch"} if isinstance(event, dict) else doc[key][i]
+    try:
+        return orjson.dumps({**{k: v for k, v in doc.items() if k != key}, key: [element]})
+    except orjson.JSONEncodeError:
+        return value

@@ -1,6 +1,8 @@
 """The retry and dead-letter records (schemas in topics/tiktok-retry.json and tiktok-dlq.json).
 
 A retry record holds the ready-to-send request body (PII already hashed) — never the token.
+Messages quote answers and exceptions, which can echo the token: they are redacted here, the
+last step before anything is written (app/tiktok/redact.py).
 """
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import base64
 from typing import Any
 
 import orjson
+
+from app.tiktok.redact import MAX_TEXT, redact
 
 __all__ = ["retry_record", "dead_letter", "dead_letter_from_retry", "encode",
            "MAX_RECORD_BYTES", "MAX_ORIGINAL_BYTES"]
@@ -22,6 +26,8 @@ MAX_ORIGINAL_BYTES = 512 * 1024
 
 def retry_record(request: dict, pixel_code: str, attempt: int, not_before: float,
                  first_failed_at: float, last_error: dict) -> dict[str, Any]:
+    if "message" in last_error:
+        last_error = {**last_error, "message": redact(last_error["message"], MAX_TEXT)}
     return {"request": request, "pixel_code": pixel_code, "attempt": attempt,
             "not_before": not_before, "first_failed_at": first_failed_at, "last_error": last_error}
 
@@ -33,7 +39,7 @@ def dead_letter(reason: str, message: str, stage: str, now: float, *, attempts: 
     """One DLQ record. `original` is the raw input for events that never mapped; `request` the
     TikTok body for events that did."""
     record: dict[str, Any] = {
-        "reason": reason, "message": message[:2000], "stage": stage, "attempts": attempts,
+        "reason": reason, "message": redact(message, MAX_TEXT), "stage": stage, "attempts": attempts,
         "first_failed_at": now if first_failed_at is None else first_failed_at,
         "last_failed_at": now, "source": source, "pixel_code": pixel_code,
     }

@@ -8,7 +8,9 @@ what it already has.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -17,13 +19,13 @@ from datetime import datetime, timezone
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from app.job.kafka_security import client_options
+from app.job.kafka_security import client_options, why_unreachable
 from app.job.records import retry_record
 from app.job.topics import partition_count
 from app.settings import Settings
 from app.tiktok.outcomes import error_info
 
-__all__ = ["Filter", "replay", "register"]
+__all__ = ["Filter", "ReplayError", "Summary", "replay", "register"]
 
 
 @dataclass(frozen=True)
@@ -49,22 +51,40 @@ class Summary:
     to_retry: int = 0
     to_source: int = 0
     unreplayable: int = 0
+    unreadable: int = 0                     # not a JSON object: not a dead letter of ours
+    limited: bool = False                   # stopped at --limit
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
+class ReplayError(Exception):
+    """Replay cannot start or go on; the message is one line for the operator."""
+
+
 async def replay(settings: Settings, flt: Filter, dry_run: bool = False, out=sys.stdout,
-                 progress_every: int = 10_000) -> Summary:
+                 progress_every: int = 10_000, *, limit: int | None = None, progress=None,
+                 progress_interval_s: float = 1.0, stall_s: float = 60.0) -> Summary:
+    """Move matching dead letters (at most `limit`). `out` gets the dry run's lines and the
+    summary; `progress` (default: stderr) a line every `progress_every` records scanned or every
+    `progress_interval_s`, whichever comes first. Raises ReplayError when the DLQ topic does not
+    exist, no broker can be reached, or reading stops advancing for `stall_s`."""
+    from aiokafka.errors import KafkaConnectionError
+
+    progress = sys.stderr if progress is None else progress
     summary = Summary()
-    partitions = await partition_count(settings.bootstrap_servers, settings.topic_dlq, client_options(settings))
+    try:
+        partitions = await partition_count(settings.bootstrap_servers, settings.topic_dlq,
+                                           client_options(settings))
+    except KafkaConnectionError:
+        raise ReplayError(await why_unreachable(settings)) from None
     if not partitions:
-        print(f"topic {settings.topic_dlq} not found", file=out)
-        return summary
+        raise ReplayError(f"topic {settings.topic_dlq!r} does not exist on {settings.bootstrap_servers} "
+                          "(TTBRIDGE_TOPIC_DLQ names it; `ttbridge topics create` makes it)")
     tps = [TopicPartition(settings.topic_dlq, p) for p in range(partitions)]
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
                                 group_id=None, **client_options(settings))
-    await consumer.start()
     producer = None
     try:
+        await consumer.start()
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         # The end as of now: records dead-lettered while we replay are not chased.
@@ -77,17 +97,25 @@ async def replay(settings: Settings, flt: Filter, dry_run: bool = False, out=sys
             await producer.start()
         futures = []
         now = time.time()
-        while remaining:
+        next_report = time.monotonic() + progress_interval_s
+        advanced_at, positions = time.monotonic(), None
+        while remaining and not summary.limited:
             batches = await consumer.getmany(*remaining, timeout_ms=1000)
+            # aiokafka's consumer retries a lost broker for ever, silently: bound the wait.
+            now_positions = {tp: await consumer.position(tp) for tp in remaining}
+            if batches or now_positions != positions:
+                advanced_at, positions = time.monotonic(), now_positions
+            elif time.monotonic() - advanced_at > stall_s:
+                raise ReplayError(f"reading {settings.topic_dlq} made no progress for {stall_s:.0f} s "
+                                  f"({await why_unreachable(settings)}){_sent(summary, dry_run)}")
             for tp, messages in batches.items():
                 for msg in messages:
-                    if msg.offset >= remaining[tp]:
-                        continue  # dead-lettered after we started
+                    if msg.offset >= remaining[tp] or summary.limited:
+                        continue  # dead-lettered after we started, or past --limit
                     summary.scanned += 1
-                    record = orjson.loads(msg.value)
-                    if flt.matches(record):
+                    record = _matching(msg.value, flt, summary)
+                    if record is not None:
                         target = _target(settings, record, now)
-                        summary.matched += 1
                         reason = record.get("reason", "?")
                         summary.by_reason[reason] = summary.by_reason.get(reason, 0) + 1
                         if target is None:
@@ -102,21 +130,55 @@ async def replay(settings: Settings, flt: Filter, dry_run: bool = False, out=sys
                                   f"pixel={record.get('pixel_code')} -> {where}", file=out)
                         elif target is not None:
                             futures.append(await producer.send(target[0], target[2], key=target[1]))
+                        summary.limited = limit is not None and summary.matched >= limit
                     if summary.scanned % progress_every == 0:
-                        print(f"scanned {summary.scanned}/{total}, matched {summary.matched}", file=out)
+                        _report(summary, total, progress)
+                        next_report = time.monotonic() + progress_interval_s
+            if time.monotonic() >= next_report:
+                _report(summary, total, progress)
+                next_report = time.monotonic() + progress_interval_s
             for tp in list(remaining):
                 if await consumer.position(tp) >= remaining[tp]:
                     remaining.pop(tp)
         await asyncio.gather(*futures)
+    except KafkaConnectionError:
+        raise ReplayError(await why_unreachable(settings) + _sent(summary, dry_run)) from None
     finally:
         await consumer.stop()
         if producer is not None:
             await producer.stop()
     verb = "would move" if dry_run else "moved"
-    print(f"scanned {summary.scanned}, matched {summary.matched}: {verb} {summary.to_retry} to "
+    print(f"scanned {summary.scanned}, matched {summary.matched}"
+          f"{f' (stopped at --limit {limit})' if summary.limited else ''}: {verb} {summary.to_retry} to "
           f"{settings.topic_retry}, {summary.to_source} to their source topic; "
-          f"{summary.unreplayable} cannot be replayed; by reason {summary.by_reason}", file=out)
+          f"{summary.unreplayable} cannot be replayed; by reason {summary.by_reason}"
+          f"{f'; {summary.unreadable} not a dead letter (not a JSON object)' if summary.unreadable else ''}",
+          file=out)
     return summary
+
+
+def _matching(value: bytes, flt: Filter, summary: Summary) -> dict | None:
+    """The dead letter in `value` if the filter takes it (counted as matched)."""
+    try:
+        record = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict):
+        summary.unreadable += 1
+        return None
+    if not flt.matches(record):
+        return None
+    summary.matched += 1
+    return record
+
+
+def _sent(summary: Summary, dry_run: bool) -> str:
+    n = summary.to_retry + summary.to_source
+    return f"; {n} record(s) had been sent on (replaying them again is safe)" if n and not dry_run else ""
+
+
+def _report(summary: Summary, total: int, progress) -> None:
+    print(f"replay: scanned {summary.scanned}/{total}, matched {summary.matched}", file=progress, flush=True)
 
 
 def _target(settings: Settings, record: dict, now: float) -> tuple[str, bytes | None, bytes] | None:
@@ -141,6 +203,16 @@ def _time(text: str) -> float:
     return moment.timestamp()
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("replay", help="send dead-lettered events through again, after a fix",
                               description=__doc__)
@@ -148,13 +220,28 @@ def register(subparsers) -> None:
     p.add_argument("--pixel", help="only this pixel code")
     p.add_argument("--since", type=_time, help="only records dead-lettered at or after (ISO-8601, UTC if naive)")
     p.add_argument("--until", type=_time, help="only records dead-lettered before (ISO-8601)")
+    p.add_argument("--limit", type=_positive, metavar="N",
+                   help="move at most N matching records, then stop (in the order they are read)")
     p.add_argument("--dry-run", action="store_true", help="print what would move; write nothing")
     p.set_defaults(func=_main)
 
 
 def _main(args) -> int:
+    from aiokafka.errors import KafkaError
+
     from app.settings import load
 
     flt = Filter(frozenset(args.reason), args.pixel, args.since, args.until)
-    asyncio.run(replay(load(), flt, args.dry_run))
+    settings = load()
+    # aiokafka logs each failed connection attempt besides raising; the one line below says why.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        asyncio.run(replay(settings, flt, args.dry_run, limit=args.limit))
+    except ReplayError as e:
+        print(f"ttbridge replay: {e}", file=sys.stderr)
+        return 1
+    except KafkaError as e:  # the broker failed us mid-way: say so in one line, never a traceback
+        print(f"ttbridge replay: Kafka failed: {e} (replaying what was already sent is safe)",
+              file=sys.stderr)
+        return 1
     return 0

@@ -56,7 +56,10 @@ def parse_retry_record(raw: bytes | None) -> dict | None:
         ok = (isinstance(request, dict) and isinstance(request.get("data"), list) and request["data"]
               and isinstance(record["pixel_code"], str) and type(record["attempt"]) is int
               and all(isinstance(record[k], (int, float)) for k in ("not_before", "first_failed_at")))
-    except (orjson.JSONDecodeError, TypeError, KeyError):
+        # A request that cannot be written again (nested deeper than orjson writes) would fail
+        # at every send, and with it the whole poll, forever: it is not one we can send.
+        ok = ok and bool(orjson.dumps(request))
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, TypeError, KeyError):
         return None
     return record if ok else None
 
@@ -131,8 +134,23 @@ class Retrier:
             await consumer.stop()
 
     async def _handle(self, due: list) -> None:
-        outcomes = await asyncio.gather(*(self._resend(record) for _, _, record in due if record))
-        writes = [w for ws in outcomes for w in ws]
+        records = [(tp, msg, record) for tp, msg, record in due if record]
+        outcomes = await asyncio.gather(*(self._resend(record) for _, _, record in records),
+                                        return_exceptions=True)
+        writes = []
+        for (tp, msg, record), outcome in zip(records, outcomes):
+            if not isinstance(outcome, BaseException):
+                writes += outcome
+                continue
+            if isinstance(outcome, asyncio.CancelledError):
+                raise outcome
+            # A bug with this record must not hold back the poll's others (nor loop forever).
+            log.error("dead-lettering a retry record that failed to resend", exc_info=outcome)
+            self.metrics.add("dead_letters", reason="internal_error")
+            writes += [(self.settings.topic_dlq, tp.topic.encode(), value) for value in encode(dead_letter(
+                "internal_error", f"{type(outcome).__name__}: {outcome}", "retry", time.time(),
+                source={"topic": tp.topic, "partition": tp.partition, "offset": msg.offset},
+                original=msg.value or b""))]
         for tp, msg, record in due:
             if record is None:
                 self.metrics.add("dead_letters", reason="invalid_retry_record")

@@ -50,8 +50,23 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
         store="rocksdb://",
         datadir=settings.data_dir,
         topic_partitions=settings.partitions,
+        # faust reads no environment variable: by default its settings read ~80 names (WEB_PORT,
+        # WEB_HOST, BROKER_URL, APP_WEB_TABLES_ENABLED, ...) that override the code, and a
+        # Kubernetes Service named `web` injects WEB_PORT=tcp://10.0.0.1:6066, which crashes
+        # it. Everything faust needs is passed here, from ttbridge's own settings.
+        env={},
+        # The web server serves ttbridge's PAGES (health, readiness, metrics, stats) and faust's
+        # `/` ({"status": "OK"}) only: faust's /table views would hand out any click (IP, user
+        # agent, ttclid, URL) to whoever asks, /router the cluster's topology, the rest its
+        # internals. None of them is authenticated.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_metrics_enabled=False,
+        web_transport="tcp://",
         web_port=settings.web_port,
-        web_bind="0.0.0.0",
+        web_bind=settings.web_host,
         consumer_auto_offset_reset="earliest",  # a new group must not skip what is already there
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
@@ -116,7 +131,7 @@ class Job:
             # Each table write queues a changelog record in faust's producer buffer, which faust
             # drains by at most 100 per message it delivers: with a bundle of hundreds of clicks
             # per message the buffer (and the worker's memory) would grow without bound.
-            await self.app.producer.flush()
+            await faust_internals.drain_changelog_writes(self.app)
 
     async def forward(self, stream) -> None:
         try:

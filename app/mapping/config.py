@@ -14,7 +14,7 @@ import phonenumbers
 from app.mapping.spec import Plan, SpecError, compile_spec, load_preset, merge, resolve
 from app.tiktok.facts import CONTENT_TYPES, STANDARD_EVENTS
 
-__all__ = ["MappingConfig", "DEFAULT_EVENT_MAP", "DAY_S", "is_seconds"]
+__all__ = ["MappingConfig", "DEFAULT_EVENT_MAP", "DAY_S", "DEFAULT_MAX_FUTURE_S", "is_seconds"]
 
 _SEGMENT = load_preset("segment")
 # The default preset's event table (Segment's E-commerce spec names).
@@ -25,6 +25,10 @@ DEFAULT_EVENT_MAP: Mapping[str, tuple[str, ...]] = MappingProxyType({
 DAY_S = 86_400
 # TikTok's click-attribution window is 1-28 days; longer would attach clicks TikTok ignores.
 _MAX_ATTRIBUTION_WINDOW_S = 28 * DAY_S
+# How far ahead of our clock an event_time may be: the clock skew between the tracker and us.
+# TikTok's own limit is unconfirmed (a strict receiver refuses future times with 40002, failing
+# the whole batch), so a small allowance; the fake Events API draws the same line.
+DEFAULT_MAX_FUTURE_S = 300.0
 
 
 def _fold(name: str) -> str:
@@ -58,6 +62,9 @@ class MappingConfig:
     # Events older than this (at mapping time) are refused as stale_event; None = no limit (TikTok's
     # own limit for web events is unconfirmed).
     max_event_age_s: float | None = None
+    # Events more than this ahead of `now` are refused as future_event (0..one day: beyond a day
+    # it is not clock skew but a wrong clock or unit).
+    max_future_s: float = DEFAULT_MAX_FUTURE_S
 
     # Compiled from the fields above, for the mapping's hot path.
     plan: Plan = field(init=False, repr=False, compare=False)
@@ -103,6 +110,8 @@ class MappingConfig:
             raise ValueError("limited_data_use: must be true, false or unset")
         if self.max_event_age_s is not None and not self.max_event_age_s > 0:
             raise ValueError("max_event_age_s: must be > 0 or unset")
+        if not (is_seconds(self.max_future_s) and 0 <= self.max_future_s <= DAY_S):
+            raise ValueError(f"max_future_s: must be from 0 to {DAY_S} seconds, got {self.max_future_s!r}")
         setattr_ = partial(object.__setattr__, self)
         setattr_("default_region", region)
         setattr_("click_id_paths", tuple(".".join(p) for p in plan.click_id_paths))
@@ -183,4 +192,5 @@ _CONFIG_TYPES: dict[str, Callable[[Any], bool]] = {
     "content_type": lambda v: v is None or isinstance(v, str),
     "send_page_url": lambda v: isinstance(v, bool),
     "max_event_age_s": lambda v: v is None or is_seconds(v),
+    "max_future_s": is_seconds,
 }

@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import math
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
-from app.mapping.config import DAY_S, DEFAULT_EVENT_MAP, MappingConfig, is_seconds
+from app.mapping.config import DEFAULT_EVENT_MAP, MappingConfig, is_seconds
 from app.mapping.spec import Field, Plan
 from app.mapping.values import Refusal, cookie, get, parse_timestamp, shown, text, ttclid_from_url
 
@@ -31,7 +32,8 @@ REASONS = (
     "missing_event_name",  # a conversion without a name where the spec says it is
     "invalid_event_name",  # the name is not a string
     "missing_timestamp",  # no time at any of the spec's timestamp paths
-    "invalid_timestamp",  # not ISO-8601/Unix time, before 2001 (1e9) or more than a day after now
+    "invalid_timestamp",  # not ISO-8601/Unix time, or before 2001 (1e9)
+    "future_event",       # more than MappingConfig.max_future_s after now (clock skew allowed)
     "stale_event",        # older than MappingConfig.max_event_age_s
     "invalid_value",      # value not a number >= 0
     "invalid_currency",   # currency not in TikTok's ISO-4217 list
@@ -59,11 +61,11 @@ class Skip(Exception):
         self.reason = reason
 
 
-# event_time is Unix seconds: before 2001-09 (1e9) is a unit bug, more than a day ahead is a wrong
-# clock or microseconds. The fake Events API draws the same lines.
+# event_time is Unix seconds: before 2001-09 (1e9) is a unit bug. Ahead of now by more than the
+# allowed clock skew (max_future_s) is a wrong clock or unit. The fake Events API draws the same lines.
 _MIN_EVENT_TIME = 1e9
-_MAX_FUTURE_S = DAY_S
-_IDENTIFIERS = ("ttclid", "ttp", "email", "phone", "external_id")
+# An app event's advertising and vendor IDs identify its device (app.mapping.devices).
+_IDENTIFIERS = ("ttclid", "ttp", "email", "phone", "external_id", "idfa", "gaid", "idfv")
 _IDENTITY = ("email", "phone", "external_id")
 
 
@@ -183,8 +185,12 @@ def test_event_code_of(event: dict, config: MappingConfig) -> str | None:
 
 
 def has_identifier(item_or_user: dict) -> bool:
-    """Whether TikTok can attribute the event: a ttclid, _ttp or hashed PII, or IP + user agent."""
+    """Whether TikTok can attribute the event: a ttclid, _ttp, hashed PII, a device ID, IP + user
+    agent, or (a CRM event) its TikTok lead ID."""
     user = item_or_user.get("user") if "event" in item_or_user else item_or_user
+    lead = item_or_user.get("lead") if "event" in item_or_user else None
+    if isinstance(lead, dict) and lead.get("lead_id"):
+        return True
     if not isinstance(user, dict):
         return False
     return any(user.get(k) for k in _IDENTIFIERS) or bool(user.get("ip") and user.get("user_agent"))
@@ -222,6 +228,14 @@ def map_event(event: dict, click: dict | None, config: MappingConfig, now: float
             common["page"] = page
     if properties:
         common["properties"] = properties
+    if plan.app:  # app events (an [app] table); which sources take it: app.mapping.sources
+        app = _fill({}, event, plan.app)
+        if app:
+            common["app"] = app
+    if plan.lead:  # CRM events (a [lead] table)
+        lead = _fill({}, event, plan.lead)
+        if lead:
+            common["lead"] = lead
     ldu = next((v for v in (get(event, p) for p in plan.limited_data_use_paths) if isinstance(v, bool)),
                config.limited_data_use)
     if ldu is not None:
@@ -242,9 +256,12 @@ def _event_time(event: dict, plan: Plan, config: MappingConfig, now: float) -> f
         raise Refusal("missing_timestamp", f"{where}: missing (and no "
                       f"{' or '.join(map(_dotted, plan.timestamp_paths[1:])) or 'other time'})")
     seconds = parse_timestamp(value, where, plan.timestamp_unit)
-    if not _MIN_EVENT_TIME <= seconds <= now + _MAX_FUTURE_S:
-        raise Refusal("invalid_timestamp", f"{where}: {shown(value)} is before 2001 or more than "
-                      "a day in the future")
+    if seconds < _MIN_EVENT_TIME:
+        raise Refusal("invalid_timestamp", f"{where}: {shown(value)} is before 2001")
+    if seconds > now + config.max_future_s:
+        # Never sent: TikTok may refuse it with 40002, which fails its whole batch.
+        raise Refusal("future_event", f"{where}: {shown(value)} is {seconds - now:.0f} s in the future "
+                      f"(more than max_future_s, {config.max_future_s:g} s)")
     if config.max_event_age_s is not None and now - seconds > config.max_event_age_s:
         raise Refusal("stale_event", f"{where}: {shown(value)} is older than "
                       f"{config.max_event_age_s:g} s")
@@ -309,6 +326,8 @@ def _user(event: dict, click: dict | None, click_counts: bool, plan: Plan) -> di
         ttp = ttp or _click_text(click, "ttp")
     if not ttclid:
         ttclid = next(filter(None, (ttclid_from_url(get(event, p)) for p in plan.ttclid_urls)), None)
+        if not ttclid and plan.page_referrer.paths:
+            ttclid = _same_site_referrer_ttclid(event, plan)
     if ttclid:
         user["ttclid"] = ttclid
     if ttp:
@@ -320,6 +339,26 @@ def _user(event: dict, click: dict | None, click_counts: bool, plan: Plan) -> di
         if v:
             user[f.name] = v
     return user
+
+
+def _same_site_referrer_ttclid(event: dict, plan: Plan) -> str | None:
+    """The ttclid in the page's referrer when the referrer is on the page's own host: the user
+    came back from a page of the same site whose URL had it. TikTok's own server-side tag does
+    this, after the page URL (tiktok/gtm-template-eapi, template.js getTtclidFromUrl)."""
+    referrer = plan.page_referrer.read(event)  # the page's referrer field: http(s) only
+    if referrer is None or "ttclid=" not in referrer:
+        return None  # the common case, one lookup per path: the rest runs only for a ttclid
+    host = _host(plan.page_url.read(event))
+    return ttclid_from_url(referrer) if host is not None and host == _host(referrer) else None
+
+
+def _host(url: Any) -> str | None:
+    if not isinstance(url, str):
+        return None
+    try:
+        return urlsplit(url.strip()).hostname  # lowercased; None for a URL without one
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return None
 
 
 def _page(event: dict, click: dict | None, plan: Plan) -> dict:

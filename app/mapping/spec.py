@@ -20,6 +20,12 @@ app.mapping.events only executes. The tables of a spec:
                 products as parallel arrays in one object (`columns`: Tealium's product_id[],
                 product_unit_price[] ...), and [contents.item] content field -> paths inside an
                 item (with `columns`, inside that object: item i takes element i of each)
+  [app]         app events: app_id, app_name, app_version -> source paths (an [app] table lets
+                [events] map to TikTok's app event names: InstallApp, LaunchAPP, Checkout ...)
+  [lead]        CRM events: lead_id, lead_event_source -> source paths; a CRM event set's own
+                event names are listed in [event] custom_events so that [events] may map to them
+
+[user] also takes the app events' device IDs: idfa, idfv, gaid, att_status (app.mapping.devices).
 
 A field is `field = ["path.one", "path.two"]` (first non-empty wins, converted as the TikTok
 field needs) or `field = { from = [...], as = "<transform>" }`, or `{ as = "constant",
@@ -38,7 +44,7 @@ from functools import partial
 from importlib import resources
 from typing import Any, Callable, Mapping
 
-from app.mapping import values
+from app.mapping import devices, values
 from app.mapping.normalise import (
     hash_email,
     hash_external_id,
@@ -47,7 +53,7 @@ from app.mapping.normalise import (
     hash_phone,
     hash_zip_code,
 )
-from app.tiktok.facts import STANDARD_EVENTS
+from app.tiktok.facts import APP_EVENTS, STANDARD_EVENTS
 
 __all__ = ["Plan", "Field", "PRESETS", "load_preset", "merge", "compile_spec", "SpecError"]
 
@@ -160,6 +166,10 @@ class Plan:
     columns_path: Path | None            # products as parallel arrays in this object
     item: tuple[Field, ...]
     single_item: tuple[Field, ...]
+    # Events of other sources than web (app.tiktok.facts, "event sources"): the data[] item's app
+    # object (app events) and lead object (CRM events), filled like properties; empty: none.
+    app: tuple[Field, ...] = ()
+    lead: tuple[Field, ...] = ()
 
 
 # --------------------------------------------------------------------------- transforms
@@ -177,6 +187,7 @@ _TRANSFORMS: dict[str, Convert] = {
     "integer": values.count, "currency": values.currency, "url": values.http_url,
     "content_type": values.content_type, "ttclid_from_url": values.ttclid_from_url,
     "constant": _constant,
+    "idfa": devices.idfa, "gaid": devices.gaid, "idfv": devices.idfv, "att_status": devices.att_status,
 }
 TRANSFORMS = tuple(sorted([*_HASHES, *_TRANSFORMS]))
 
@@ -186,6 +197,8 @@ _USER_FIELDS = {
     "last_name": "last_name", "zip_code": "zip_code", "ttclid": "identifier", "ttp": "identifier",
     "ip": "text", "user_agent": "text", "locale": "text", "city": "text", "state": "text",
     "country": "text",
+    # App events only; where the pixel is known (app.mapping.sources) other sources leave them out.
+    "idfa": "idfa", "idfv": "idfv", "gaid": "gaid", "att_status": "att_status",
 }
 _PAGE_FIELDS = {"url": "url", "referrer": "url"}
 _PROPERTY_FIELDS = {
@@ -204,10 +217,15 @@ _EVENT_KEYS = {
     "timestamp": [], "timestamp_unit": "auto", "event_id": [], "click_id": [],
     "test_event_code": [], "limited_data_use": [], "objects": [], "require_identity": False,
     "description_from_name": False, "value_from_contents": False, "ttclid_urls": [],
-    "cookies": [], "name_default": None, "unmapped": "skip",
+    "cookies": [], "name_default": None, "unmapped": "skip", "custom_events": [],
 }
 _CONTENTS_KEYS = {"from", "single", "single_when", "columns", "item", "single_item"}
-_TABLES = {"description", "event", "events", "user", "page", "properties", "contents", "extends"}
+_TABLES = {"description", "event", "events", "user", "page", "properties", "contents", "extends",
+           "app", "lead"}
+# [app] (app events) and [lead] (CRM events): TikTok field -> (default transform, reason).
+_APP_FIELDS = {"app_id": ("text", "invalid_field"), "app_name": ("text", "invalid_field"),
+               "app_version": ("text", "invalid_field")}
+_LEAD_FIELDS = {"lead_id": ("text", "invalid_field"), "lead_event_source": ("text", "invalid_field")}
 _TIMESTAMP_UNITS = ("auto", "seconds", "milliseconds", "iso8601")
 
 
@@ -258,6 +276,9 @@ def compile_spec(doc: Mapping[str, Any], default_region: str | None = None) -> P
     event = _table(doc, "event")
     _known(event, _EVENT_KEYS, "event.")
     get = partial(_setting, event)
+    # Misspelled keys first: "user.emial: unknown key" says more than what is missing because of it.
+    for table, known in (("user", _USER_FIELDS), ("page", _PAGE_FIELDS), ("properties", _PROPERTY_FIELDS)):
+        _known(_table(doc, table), known, f"{table}.")
     name_paths = _paths(get("name"), "event.name")
     if not name_paths:
         raise SpecError("event.name: a spec must say where the event name is")
@@ -318,6 +339,18 @@ def compile_spec(doc: Mapping[str, Any], default_region: str | None = None) -> P
     batch = get("batch")
     if batch is not None and not (isinstance(batch, str) and "." not in batch and batch):
         raise SpecError(f"event.batch: expected the top-level key of the events array, got {batch!r}")
+    app, lead = _table(doc, "app"), _table(doc, "lead")
+    _known(app, _APP_FIELDS, "app.")
+    _known(lead, _LEAD_FIELDS, "lead.")
+    app_fields = table_fields(app, _APP_FIELDS, "app.")
+    custom = get("custom_events")
+    if not isinstance(custom, list) or not all(isinstance(n, str) and n.strip() == n and n for n in custom):
+        raise SpecError(f"event.custom_events: expected a list of event names, got {custom!r}")
+    # The names [events] may map to: TikTok's standard web names; its app names for a spec with an
+    # [app] table (an app spec: app events need app.app_id); and the spec's own custom names (a
+    # CRM event set's lead stages). Which of them a destination takes is decided where the pixel is
+    # known (app.mapping.sources).
+    names = STANDARD_EVENTS | (APP_EVENTS if app_fields else frozenset()) | frozenset(custom)
     return Plan(
         batch_path=(batch,) if batch else None,
         name_paths=name_paths, fold_names=get("fold_names"),
@@ -332,7 +365,7 @@ def compile_spec(doc: Mapping[str, Any], default_region: str | None = None) -> P
         require_identity=get("require_identity"),
         description_from_name=get("description_from_name"),
         value_from_contents=get("value_from_contents"),
-        events=_events(_table(doc, "events")),
+        events=_events(_table(doc, "events"), names),
         hashed_user=tuple(f for n, f in fields.items() if f.hashed and (f.paths or f.constant is not None)),
         ttclid=fields["ttclid"], ttp=fields["ttp"],
         ttclid_urls=_paths(get("ttclid_urls"), "event.ttclid_urls"),
@@ -349,6 +382,7 @@ def compile_spec(doc: Mapping[str, Any], default_region: str | None = None) -> P
         columns_path=_paths([columns], "contents.columns")[0] if columns is not None else None,
         item=table_fields(item, _ITEM_FIELDS, "contents.item."),
         single_item=table_fields(single_item, _ITEM_FIELDS, "contents.single_item."),
+        app=app_fields, lead=table_fields(lead, _LEAD_FIELDS, "lead."),
     )
 
 
@@ -356,16 +390,17 @@ def _setting(table: Mapping, key: str) -> Any:
     return table.get(key, _EVENT_KEYS[key])
 
 
-def _events(table: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+def _events(table: Mapping[str, Any], names: frozenset[str] = STANDARD_EVENTS) -> dict[str, tuple[str, ...]]:
     out = {}
     for source, targets in table.items():
         targets = [targets] if isinstance(targets, str) else targets
         if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
             raise SpecError(f"events.{source!r}: expected a TikTok event name or a list of them")
         for target in targets:
-            if target not in STANDARD_EVENTS:
-                raise SpecError(f"events.{source!r}: {target!r} is not a TikTok standard event "
-                                f"({_nearest(target, STANDARD_EVENTS)})")
+            if target not in names:
+                hint = ("an app event: a spec with an [app] table may map to it" if target in APP_EVENTS
+                        else _nearest(target, names))
+                raise SpecError(f"events.{source!r}: {target!r} is not a TikTok standard event ({hint})")
         out[source] = tuple(dict.fromkeys(targets))
     return out
 

@@ -67,7 +67,10 @@ def get(obj: Any, keys: tuple[str, ...]) -> Any:
 
 
 def shown(v: Any) -> str:
-    text_ = repr(v)
+    try:
+        text_ = repr(v)
+    except RecursionError:  # a value nested ~1,000 deep (orjson reads 1,024 levels)
+        return f"a {type(v).__name__} nested too deep to show"
     return text_ if len(text_) <= 40 else text_[:37] + "..."
 
 

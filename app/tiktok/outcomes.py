@@ -10,6 +10,7 @@ from enum import Enum
 from typing import Any
 
 from app.tiktok.facts import Code
+from app.tiktok.redact import MAX_TEXT, redact
 
 __all__ = ["Action", "Verdict", "verdict_for_code", "error_info", "TRANSPORT", "TOO_LARGE"]
 
@@ -72,5 +73,5 @@ def verdict_for_code(code: int) -> Verdict:
 def error_info(reason: str, message: str, code: int | None = None,
                http_status: int | None = None) -> dict[str, Any]:
     """A failure as retry records keep it (`last_error`): reason, TikTok's code, HTTP status,
-    message (bounded)."""
-    return {"reason": reason, "code": code, "http_status": http_status, "message": message[:2000]}
+    message (redacted and bounded: it quotes the answer)."""
+    return {"reason": reason, "code": code, "http_status": http_status, "message": redact(message, MAX_TEXT)}

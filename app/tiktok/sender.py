@@ -2,7 +2,9 @@
 
 One aiohttp session per worker (keep-alive), connect and total timeouts, a bounded number of
 in-flight requests per pixel that shrinks on rate limits and grows back on success. The
-response body code decides (errors come with HTTP 200); see app/outcomes.py.
+response body code decides (errors come with HTTP 200); see app/outcomes.py. What it keeps of an
+answer's text or of a failure's exception is redacted (app/tiktok/redact.py): answers can echo
+the token.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import orjson
 
 from app.settings import Pixel, Settings
 from app.tiktok.outcomes import TOO_LARGE, TRANSPORT, Action, Verdict, error_info, verdict_for_code
+from app.tiktok.redact import SECRETS, guard_logs, redact, remember
 
 __all__ = ["Sender", "Delivery", "Answer"]
 
@@ -89,6 +92,10 @@ class Sender:
         self._delay: dict[str, float] = {}
         self.requests = 0
         self.rate_limited = 0
+        # Answers can echo the token back (app/tiktok/redact.py): from here on, every text this
+        # process keeps of them, and every log line it writes, is redacted.
+        remember(settings)
+        guard_logs()
 
     async def start(self) -> None:
         if self._session is None:
@@ -141,7 +148,9 @@ class Sender:
         await self.start()
         limiter = self.limiter(pixel.code)
         payload = orjson.dumps(body)
-        headers = {"Access-Token": pixel.token.reveal(), "Content-Type": "application/json"}
+        token = pixel.token.reveal()
+        SECRETS.add(token)  # a pixel the settings did not name (tests, tools) is known from now on
+        headers = {"Access-Token": token, "Content-Type": "application/json"}
         async with limiter:
             wait = self._backoff.get(pixel.code, 0.0) - time.monotonic()
             if wait > 0:
@@ -153,8 +162,8 @@ class Sender:
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-                # str(e) names host and port, never headers: the token stays out.
-                return Answer(TRANSPORT, None, None, f"{type(e).__name__}: {e}"[:500])
+                # str(e) can quote the answer: aiohttp cites a malformed status line in full.
+                return Answer(TRANSPORT, None, None, redact(f"{type(e).__name__}: {e}", 500))
         answer = _read_answer(status, raw)
         self._adapt(pixel.code, limiter, answer)
         return answer
@@ -189,15 +198,15 @@ def _read_answer(status: int, raw: bytes) -> Answer:
         if 400 <= status < 500 and status != 408:
             # Wrong URL or a proxy refusing us: configuration, not the events. Keep them.
             return Answer(Verdict(Action.HOLD, "http_error"), None, status, f"HTTP {status}")
-        return Answer(TRANSPORT, None, status, f"HTTP {status}: {raw[:200].decode('utf-8', 'replace')}")
+        return Answer(TRANSPORT, None, status, f"HTTP {status}: {redact(raw, 200)}")
     try:
         doc = orjson.loads(raw)
         code = doc["code"]
         if not isinstance(code, int) or isinstance(code, bool):
             raise TypeError(code)
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        return Answer(TRANSPORT, None, status, f"unreadable response: {raw[:200].decode('utf-8', 'replace')}")
-    return Answer(verdict_for_code(code), code, status, str(doc.get("message", ""))[:1000])
+        return Answer(TRANSPORT, None, status, f"unreadable response: {redact(raw, 200)}")
+    return Answer(verdict_for_code(code), code, status, redact(str(doc.get("message", "")), 1000))
 
 
 def _bad_index(message: str, size: int) -> int | None:

@@ -46,7 +46,7 @@ def test_demo_runs_and_leaves_nothing_behind(tmp_path):
     assert re.search(r"events in\s+11\n", out)
     assert re.search(r"joined with a click\s+8\n", out)  # 6 orders/carts, the landing's sign-up, the late one
     assert re.search(r"TikTok events sent\s+7 in \d+ request", out)
-    assert "skipped              {'unmapped': 2}" in out
+    assert "skipped              {'not_a_conversion': 1, 'unmapped': 1}" in out  # the landing page view, Video Paused
     assert "dead-lettered        {'invalid_currency': 1, 'invalid_json': 1}" in out
     assert '"event_source_id": "DEMOPIXEL0000000000"' in out
     assert "demo-token" not in out + done.stderr

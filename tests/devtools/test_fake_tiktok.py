@@ -26,14 +26,25 @@ from app.devtools.fake_tiktok import (
     main,
     register,
 )
-from app.tiktok.facts import CURRENCIES, HASHED_USER_FIELDS, MAX_BATCH, STANDARD_EVENTS, TRACK_PATH, Code
+from app.tiktok.facts import (
+    APP_EVENTS,
+    CURRENCIES,
+    HASHED_USER_FIELDS,
+    MAX_BATCH,
+    STANDARD_EVENTS,
+    TRACK_PATH,
+    Code,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "tok-0123-secret-value"
 OTHER_TOKEN = "tok-4567-other-value"
 PIXEL = "CPIXELTEST000000001"
 OTHER_PIXEL = "CPIXELTEST000000002"  # a real pixel, but TOKEN may not send to it
-CRM_SET = "CRMEVENTSET00001"
+# TikTok's event set and app IDs are numeric (app.tiktok.facts.NUMERIC_SOURCE_IDS).
+CRM_SET = "7299000000000000001"
+OFFLINE_SET = "7181537436256731137"
+APP_ID = "7568899277611696136"
 # TikTok's own example: sha256(" ALICE_abc@gmail.com " trimmed and lowercased).
 HASHED_EMAIL = "848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f"
 HASHED_PHONE = "9f7ec22d72092cd3c0b58726ed9c2d91b92e51a3f29837508fb2948bb22dd2fd"
@@ -131,6 +142,8 @@ REJECTED = [
                  "Batch.0.event_time", id="time-milliseconds"),
     pytest.param(_set("data.0.event_time", NOW + 2 * 86400), Code.INVALID_PARAMETER,
                  "Batch.0.event_time", id="time-future"),
+    pytest.param(_set("data.0.event_time", NOW + 3600), Code.INVALID_PARAMETER,  # past the allowed skew
+                 "Batch.0.event_time", id="time-an-hour-ahead"),
     pytest.param(_set("data.0.event_id", ""), Code.INVALID_PARAMETER, "Batch.0.event_id",
                  id="event-id-empty"),
     pytest.param(_set("data.0.event_id", 98213), Code.INVALID_PARAMETER, "Batch.0.event_id",
@@ -224,10 +237,9 @@ ACCEPTED = [
     pytest.param(_set("data.0.properties.contents.0.quantity", 0), id="quantity-zero"),
     pytest.param(_set("data.0.properties.content_type", "product_group"), id="product-group"),
     pytest.param(_set("data.0.page.url", "http://shop.example/"), id="page-url-http"),
-    pytest.param(_set("data.0.event_time", NOW + 3600), id="time-slightly-ahead"),
+    pytest.param(_set("data.0.event_time", NOW + 300), id="time-slightly-ahead"),  # the allowed skew
     pytest.param(_set("test_event_code", "TEST123"), id="test-event-code"),
     pytest.param(_set("data.0.limited_data_use", True), id="limited-data-use"),
-    pytest.param(_set("event_source", "app"), id="app-source"),
     pytest.param(_set("data", [make_event(event_id=f"e{i}") for i in range(MAX_BATCH)]),
                  id="data-1000"),
 ]
@@ -316,12 +328,196 @@ def test_check_request_is_pure():
     assert body == before
 
 
+# ---------------------------------------------------------------- each event source's rules
+# One valid body per source; each case mutates a fresh one and expects the exact answer.
+IDFA = "EA7583CD-A667-48BC-B806-42ECB2B48606"     # TikTok's own examples (its API reference)
+GAID = "aaaaaaaa-2222-1111-8787-809e92233ba0"
+IDFV = "B5372DB0-C21E-11E4-8DFC-AA07A5B093DB"
+HASHED_IDFA = "70574fa9c8f498a7b2e5c8712b1126de7b1406fd02fdc591821c5bd33092fd1c"
+LEAD = {"lead_id": "7123456789012345678", "lead_event_source": "HubSpot"}
+APP = {"app_id": "com.test.flyingsneakers", "app_name": "Flying Sneakers", "app_version": "3.0.2"}
+
+
+def source_body(source: str) -> dict:
+    if source == "app":  # TikTok's app example: device IDs and app, no page, ttclid or ttp
+        event = make_event(event="InstallApp", app=copy.deepcopy(APP))
+        del event["page"]
+        event["user"] = {"email": HASHED_EMAIL, "phone": HASHED_PHONE, "idfa": IDFA, "idfv": IDFV,
+                         "gaid": GAID, "att_status": "AUTHORIZED", "ip": "203.0.113.4",
+                         "user_agent": "Mozilla/5.0", "locale": "en-US"}
+        return make_body(event, event_source="app", event_source_id=APP_ID)
+    if source == "crm":
+        return make_body(make_event(event="Lead", lead=dict(LEAD)), event_source="crm",
+                         event_source_id=CRM_SET)
+    if source == "offline":
+        return make_body(make_event(), event_source="offline", event_source_id=OFFLINE_SET)
+    return make_body(make_event())
+
+
+ONLY_WEB_LIKE = "Only allowed when event_source is crm or offline or web."
+SOURCE_REJECTED = [  # (source, mutation, code, exact message)
+    *[pytest.param(source, _set("event_source_id", PIXEL), Code.INVALID_PARAMETER,
+                   f"event_source_id: Not a valid {kind} (digits only).", id=f"{source}-pixel-code-as-id")
+      for source, kind in (("app", "TikTok App ID"), ("offline", "Offline Event Set ID"),
+                           ("crm", "CRM Event Set ID"))],
+    pytest.param("web", _set("event_source_id", OFFLINE_SET), Code.INVALID_PARAMETER,
+                 "event_source_id: Not a valid Pixel Code (an all-digit ID is an event set or app ID).",
+                 id="web-event-set-id-as-pixel"),
+    pytest.param("web", _set("data.0.app", APP), Code.INVALID_PARAMETER,
+                 "Batch.0.app: Only allowed when event_source is app.", id="web-app-object"),
+    pytest.param("web", _set("data.0.user.idfa", IDFA), Code.INVALID_PARAMETER,
+                 "Batch.0.user.idfa: Only allowed when event_source is app.", id="web-idfa"),
+    pytest.param("web", _set("data.0.user.att_status", "AUTHORIZED"), Code.INVALID_PARAMETER,
+                 "Batch.0.user.att_status: Only allowed when event_source is app.", id="web-att-status"),
+    pytest.param("crm", _set("data.0.lead", DROP), Code.INVALID_PARAMETER,
+                 "Batch.0.lead: Missing data for required field (CRM events).", id="crm-no-lead"),
+    pytest.param("crm", _set("data.0.lead", {"lead_event_source": "HubSpot"}), Code.INVALID_PARAMETER,
+                 "Batch.0.lead.lead_id: Missing data for required field (CRM events).", id="crm-no-lead-id"),
+    pytest.param("crm", _set("data.0.lead.lead_id", ""), Code.INVALID_PARAMETER,
+                 "Batch.0.lead.lead_id: Not a valid string (must not be empty).", id="crm-empty-lead-id"),
+    pytest.param("crm", _set("data.0.lead.lead_id", 7123456789012345678), Code.INVALID_PARAMETER,
+                 "Batch.0.lead.lead_id: Not a valid string (must not be empty).", id="crm-numeric-lead-id"),
+    pytest.param("crm", _set("data.0.lead.lead_event_source", 1), Code.INVALID_PARAMETER,
+                 "Batch.0.lead.lead_event_source: Not a valid string.", id="crm-lead-source-number"),
+    pytest.param("crm", _set("data.0.event", ""), Code.INVALID_PARAMETER,
+                 "Batch.0.event: Not a valid string (must not be empty).", id="crm-empty-name"),
+    pytest.param("crm", _set("data.0.app", APP), Code.INVALID_PARAMETER,
+                 "Batch.0.app: Only allowed when event_source is app.", id="crm-app-object"),
+    pytest.param("crm", _set("data.0.user.gaid", GAID), Code.INVALID_PARAMETER,
+                 "Batch.0.user.gaid: Only allowed when event_source is app.", id="crm-gaid"),
+    pytest.param("offline", _set("data.0.user", {"external_id": HASHED_EMAIL, "ip": "203.0.113.4"}),
+                 Code.INVALID_PARAMETER,
+                 "Batch.0.user: Offline events are matched by email or phone: send at least one.",
+                 id="offline-no-email-or-phone"),
+    pytest.param("offline", _set("data.0.user", {"email": [], "phone": []}), Code.INVALID_PARAMETER,
+                 "Batch.0.user: Offline events are matched by email or phone: send at least one.",
+                 id="offline-empty-lists"),
+    pytest.param("offline", _set("data.0.user", DROP), Code.INVALID_PARAMETER,
+                 "Batch.0.user: Offline events are matched by email or phone: send at least one.",
+                 id="offline-no-user"),
+    pytest.param("offline", _set("data.0.event", "InstallApp"), Code.INVALID_PARAMETER,
+                 "Batch.0.event: Not a standard event name.", id="offline-app-event-name"),
+    pytest.param("offline", _set("data.0.event", "Qualified"), Code.INVALID_PARAMETER,
+                 "Batch.0.event: Not a standard event name.", id="offline-custom-name"),
+    pytest.param("offline", _set("data.0.lead", LEAD), Code.INVALID_PARAMETER,
+                 "Batch.0.lead: Only allowed when event_source is crm.", id="offline-lead"),
+    pytest.param("app", _set("data.0.app", DROP), Code.INVALID_PARAMETER,
+                 "Batch.0.app: Missing data for required field (app events).", id="app-no-app"),
+    pytest.param("app", _set("data.0.app", {"app_name": "Flying Sneakers"}), Code.INVALID_PARAMETER,
+                 "Batch.0.app.app_id: Missing data for required field (app events).", id="app-no-app-id"),
+    pytest.param("app", _set("data.0.app.app_id", 343200656), Code.INVALID_PARAMETER,
+                 "Batch.0.app.app_id: Not a valid string (must not be empty).", id="app-numeric-app-id"),
+    pytest.param("app", _set("data.0.app.app_version", 3), Code.INVALID_PARAMETER,
+                 "Batch.0.app.app_version: Not a valid string.", id="app-version-number"),
+    pytest.param("app", _set("data.0.app.bundle", "x"), Code.INVALID_PARAMETER,
+                 "Batch.0.app.bundle: Unknown field.", id="app-unknown-field"),
+    pytest.param("app", _set("data.0.event", "InitiateCheckout"), Code.INVALID_PARAMETER,
+                 "Batch.0.event: Not an app standard event name.", id="app-web-name"),
+    pytest.param("app", _set("data.0.page", {"url": "https://shop.example/"}), Code.INVALID_PARAMETER,
+                 f"Batch.0.page: {ONLY_WEB_LIKE}", id="app-page"),
+    pytest.param("app", _set("data.0.user.ttclid", "E.C.P.abc"), Code.INVALID_PARAMETER,
+                 f"Batch.0.user.ttclid: {ONLY_WEB_LIKE}", id="app-ttclid"),
+    pytest.param("app", _set("data.0.user.ttp", "2F7h37YkS1j57AYSKTI7IHhJPYH"), Code.INVALID_PARAMETER,
+                 f"Batch.0.user.ttp: {ONLY_WEB_LIKE}", id="app-ttp"),
+    pytest.param("app", _set("data.0.lead", LEAD), Code.INVALID_PARAMETER,
+                 "Batch.0.lead: Only allowed when event_source is crm.", id="app-lead"),
+    *[pytest.param("app", _set(f"data.0.user.{name}", value), Code.INVALID_PARAMETER,
+                   f"Batch.0.user.{name}: Not a valid ID ({rule}, or its SHA-256 as 64 lowercase hex "
+                   "characters).", id=f"app-{case}")
+      for name, value, rule, case in (
+          ("idfa", IDFA.lower(), "a raw IDFA is a UUID in UPPERCASE", "idfa-lowercase"),
+          ("idfa", "not-an-idfa", "a raw IDFA is a UUID in UPPERCASE", "idfa-not-uuid"),
+          ("idfa", HASHED_IDFA.upper(), "a raw IDFA is a UUID in UPPERCASE", "idfa-hash-uppercase"),
+          ("gaid", GAID.upper(), "a raw GAID is a UUID in lowercase", "gaid-uppercase"),
+          ("gaid", f" {GAID}", "a raw GAID is a UUID in lowercase", "gaid-untrimmed"))],
+    pytest.param("app", _set("data.0.user.idfa", 5), Code.INVALID_PARAMETER,
+                 "Batch.0.user.idfa: Not a valid string (must not be empty).", id="app-idfa-number"),
+    pytest.param("app", _set("data.0.user.idfv", ""), Code.INVALID_PARAMETER,
+                 "Batch.0.user.idfv: Not a valid string (must not be empty).", id="app-idfv-empty"),
+    pytest.param("app", _set("data.0.user.att_status", "authorized"), Code.INVALID_PARAMETER,
+                 "Batch.0.user.att_status: Must be one of: AUTHORIZED, DENIED, NOT_APPLICABLE, "
+                 "NOT_DETERMINED, RESTRICTED", id="app-att-status-lowercase"),
+    pytest.param("app", _set("data.0.user.email", "Alice@Example.com"), Code.PII_NOT_HASHED,
+                 "Batch.0.user.email: Must be SHA-256 hashed (64 lowercase hex characters).",
+                 id="app-raw-email"),
+]
+
+SOURCE_ACCEPTED = [
+    pytest.param("web", lambda body: None, id="web"),
+    pytest.param("offline", lambda body: None, id="offline"),
+    pytest.param("offline", _set("data.0.user", {"phone": HASHED_PHONE}), id="offline-phone-only"),
+    pytest.param("crm", lambda body: None, id="crm"),
+    # TikTok's own CRM example: a standard name, the lead and nothing else.
+    pytest.param("crm", _set("data.0", {"event": "AddToCart", "event_time": NOW, "lead": {"lead_id": "L1"}}),
+                 id="crm-tiktok-minimal-example"),
+    pytest.param("crm", _set("data.0.event", "Qualified Lead"), id="crm-custom-name"),
+    pytest.param("app", lambda body: None, id="app"),
+    pytest.param("app", _set("data.0.user.idfa", HASHED_IDFA), id="app-hashed-idfa"),
+    pytest.param("app", _set("data.0.user", {"gaid": GAID, "att_status": "NOT_APPLICABLE"}), id="app-android"),
+    pytest.param("app", _set("data.0.app", {"app_id": "343200656"}), id="app-id-only"),
+]
+
+
+@pytest.mark.parametrize(("source", "mutate", "code", "message"), SOURCE_REJECTED)
+def test_check_request_source_rules_reject(source, mutate, code, message):
+    body = source_body(source)
+    mutate(body)
+    assert check_request(body, frozenset({PIXEL, CRM_SET, OFFLINE_SET, APP_ID})) == (code, message)
+
+
+@pytest.mark.parametrize(("source", "mutate"), SOURCE_ACCEPTED)
+def test_check_request_source_rules_accept(source, mutate):
+    body = source_body(source)
+    mutate(body)
+    assert check_request(body, frozenset({PIXEL, CRM_SET, OFFLINE_SET, APP_ID})) == (0, "OK")
+
+
+@pytest.mark.parametrize("name", sorted(APP_EVENTS))
+def test_check_request_every_app_event(name):
+    body = source_body("app")
+    body["data"][0]["event"] = name
+    assert check_request(body) == (0, "OK")
+
+
+def test_check_request_standard_names_are_not_all_app_names():
+    # Web names that are not app names are refused on app (TikTok's app list spells them otherwise).
+    for name in sorted(STANDARD_EVENTS - APP_EVENTS):
+        body = source_body("app")
+        body["data"][0]["event"] = name
+        assert check_request(body) == (Code.INVALID_PARAMETER, "Batch.0.event: Not an app standard event name.")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("source", ["web", "offline", "crm", "app"])
+async def test_http_each_source_is_accepted_and_recorded_with_its_source(server, source):
+    fake, session = server
+    body = source_body(source)
+    status, payload = await track(session, body)
+    assert (status, payload["code"], payload["message"]) == (200, 0, "OK")
+    [entry] = fake.accepted
+    assert (entry["pixel_code"], entry["event_source"], entry["event"]) == (
+        body["event_source_id"], source, body["data"][0])
+
+
+@pytest.mark.asyncio
+async def test_http_source_rule_answers_40002_with_the_exact_message(server):
+    fake, session = server
+    body = source_body("crm")
+    del body["data"][0]["lead"]
+    status, payload = await track(session, body)
+    assert status == 200
+    assert_error_shape(payload, Code.INVALID_PARAMETER)
+    assert payload["message"] == "Batch.0.lead: Missing data for required field (CRM events)."
+    assert fake.accepted == [] and (await get_stats(session))["rejections"] == {"40002": 1}
+
+
 # ---------------------------------------------------------------- over HTTP
 
 @pytest_asyncio.fixture
 async def server(tmp_path):
-    """A fake on a free port: TOKEN may send to PIXEL and CRM_SET, OTHER_TOKEN to OTHER_PIXEL."""
-    config = FakeConfig(tokens={TOKEN: frozenset({PIXEL, CRM_SET}),
+    """A fake on a free port: TOKEN may send to PIXEL, CRM_SET, OFFLINE_SET and APP_ID, OTHER_TOKEN to
+    OTHER_PIXEL."""
+    config = FakeConfig(tokens={TOKEN: frozenset({PIXEL, CRM_SET, OFFLINE_SET, APP_ID}),
                                 OTHER_TOKEN: frozenset({OTHER_PIXEL})},
                         record_path=str(tmp_path / "accepted.jsonl"), seed=7)
     fake = FakeTikTok(config)

@@ -90,3 +90,38 @@ def test_a_wrong_mapping_file_is_one_line_and_exit_2(tmp_path):
     assert done.returncode == 2
     assert done.stderr.decode().startswith(f"ttbridge: configuration error: --click {tmp_path / 'missing.json'}: "
                                            "cannot read it")
+
+
+def test_now_pins_the_clock_that_event_age_is_judged_by():
+    fixed = 1795168800  # 2026-11-20T10:00:00Z
+    signup = {"type": "track", "event": "Signed Up", "messageId": "s1", "timestamp": "2026-11-20T10:00:00Z",
+              "userId": "u1"}
+    item = {"event": "CompleteRegistration", "event_time": fixed, "event_id": "s1", "user": {"external_id": sha("u1")}}
+    assert out_lines(run_map([signup], "--preset", "segment", "--now", str(fixed + 30))) == [{"data": [item]}]
+    # The worker's default limit (max_event_age_days = 7) applies with --preset too ...
+    week = 7 * 86400
+    assert out_lines(run_map([signup], "--preset", "segment", "--now", str(fixed + week + 1))) == [
+        {"refused": "stale_event", "message": "timestamp: '2026-11-20T10:00:00Z' is older than 604800 s"}]
+    assert out_lines(run_map([signup], "--preset", "segment", "--now", str(fixed + week))) == [{"data": [item]}]
+    # ... and against the clock without --now.
+    old = {**signup, "timestamp": "2020-01-01T00:00:00Z"}
+    assert out_lines(run_map([old], "--preset", "segment")) == [
+        {"refused": "stale_event", "message": "timestamp: '2020-01-01T00:00:00Z' is older than 604800 s"}]
+    done = run_map([signup], "--preset", "segment", "--now", "soon")
+    assert (done.returncode, done.stdout) == (2, b"")
+    assert done.stderr.decode().endswith("ttbridge map: error: argument --now: expected Unix seconds, got 'soon'\n")
+
+
+def test_a_batch_prints_one_line_per_event_and_an_empty_one_says_so():
+    stamp_ms = STAMP * 1000
+    batch = {"events": [{"event_type": "screen_view", "data": {"timestamp_unixtime_ms": stamp_ms}},
+                        {"event_type": "commerce_event",
+                         "data": {"timestamp_unixtime_ms": stamp_ms, "source_message_id": "e1",
+                                  "product_action": {"action": "add_to_cart"}}}],
+             "user_identities": {"customer_id": "C-1"}}
+    done = run_map([batch, {"events": []}], "--preset", "mparticle")
+    assert out_lines(done) == [
+        {"skipped": "not_a_conversion"},
+        {"data": [{"event": "AddToCart", "event_time": STAMP, "event_id": "e1", "user": {"external_id": sha("C-1")}}]},
+        {"skipped": "no_events"},  # the worker counts it as events_skipped{reason="no_events"}
+    ]

@@ -30,7 +30,7 @@ def test_the_versions_these_were_written_against_are_installed_and_pinned():
 PRIVATE = re.compile(r"from (faust|mode|aiokafka)[\w.]* import [^\n]*\b_[a-z]"
                      r"|\.(_get|_encode_key|_decode_value|_ensure_producer|_client|_current_event"
                      r"|_schedule_shutdown|_setup_spinner_handler|_db_for_partition)\b"
-                     r"|\.(buffer|recovery|rocksdb_options|partition_path|offset_key)\b")
+                     r"|producer\.buffer\b|\.(recovery|rocksdb_options|partition_path|offset_key)\b")
 
 
 def private_uses() -> dict[str, int]:
@@ -90,6 +90,15 @@ def test_the_changelog_bundle_allowance_is_the_producer_buffers_limit(app):
     assert isinstance(app.producer.buffer, ProducerBuffer)
     assert ProducerBuffer.max_messages == 100
     assert app.producer.buffer.max_messages == app.ttbridge.settings.batch_max + 100
+
+
+def test_draining_changelog_writes_is_the_producer_buffers_flush():
+    # drain_changelog_writes relies on ProducerBuffer.flush draining the queue without acks.
+    import inspect
+
+    from faust.transport.producer import ProducerBuffer
+    assert inspect.iscoroutinefunction(ProducerBuffer.flush)
+    assert "message_sent" in inspect.getsource(ProducerBuffer.flush_atmost)
 
 
 def test_recovery_completed_is_the_recovery_services_event(app):

@@ -17,10 +17,12 @@ import time
 from types import SimpleNamespace
 
 import orjson
+import pytest
 
+from app.job.bundles import events_value
 from app.job.forwarder import ROUNDS_IN_FLIGHT, Forwarder
 from app.job.metrics import Metrics
-from app.mapping.events import map_event
+from app.mapping.events import MappingConfig, map_event
 from app.settings import Pixel, Routing, Secret, load, mapping_config
 from app.tiktok.outcomes import TRANSPORT, verdict_for_code
 from app.tiktok.sender import Answer, Delivery
@@ -45,9 +47,16 @@ def track(message_id: str, *, email: bool = True, name: str = "Order Completed",
 
 
 def entry(event: dict, offset: int, click_id: str | None = None, at: float | None = None) -> dict:
-    """One entry of an events bundle, as app.job.bundles.Bundler.add_event writes it."""
+    """One entry of an events bundle: what app.job.bundles.Bundler.add_event is given, and the event."""
     return {"click_id": click_id, "at": NOW if at is None else at, "source": at_offset(offset),
             "event": event}
+
+
+def bundle(*entries: dict) -> bytes:
+    """An events bundle as the intake writes it; an entry's "raw" (bytes) is carried instead of
+    its "event" as JSON."""
+    return events_value([({k: e[k] for k in ("click_id", "at", "source")},
+                          e["raw"] if "raw" in e else orjson.dumps(e["event"])) for e in entries])
 
 
 class Record:
@@ -59,7 +68,7 @@ class Record:
         if value is None:
             if entries is None:
                 entries = [entry(track(message_id), offset)]
-            value = orjson.dumps({"events": entries})
+            value = bundle(*entries)
         self.entries = entries
         self.key, self.value = None, value
         self.message = SimpleNamespace(topic=BUNDLES, partition=0, offset=offset,
@@ -434,43 +443,161 @@ async def test_routing_sends_each_event_to_its_pixel_and_dead_letters_the_unrout
                                   "dead_letters{no_route}": 2}
 
 
+async def test_each_destination_takes_what_its_event_source_takes_and_dead_letters_what_it_cannot():
+    crm_set, app_id = "7299000000000000001", "7568899277611696136"
+    pixels = {"PIX1": Pixel("PIX1", Secret("token-1")), crm_set: Pixel(crm_set, Secret("token-2"), "crm"),
+              app_id: Pixel(app_id, Secret("token-3"), "app")}
+    settings = load({}, pixels=pixels,
+                    routing=Routing("properties.site", {"web": "PIX1", "crm": crm_set, "app": app_id}))
+    t = setup(settings)
+    # One input shape feeding all three: it fills the lead and the app wherever the event has them.
+    t.mapping = MappingConfig.from_dict({"spec": {"extends": "segment", "lead": {"lead_id": ["properties.lead_id"]},
+                                                  "app": {"app_id": ["context.app.namespace"]}}})
+    t.forwarder = Forwarder(settings, t.mapping, t.lookup, t.sender, t.write, t.metrics)
+    web, crm, no_lead = track("m-1", site="web", lead_id="L-1"), track("m-2", site="crm", lead_id="L-2"), \
+        track("m-4", site="crm")
+    app, no_app = track("m-3", site="app"), track("m-5", site="app")
+    app["context"]["app"] = {"namespace": "com.shop.app"}
+    rec = Record(0, entries=[entry(e, 10 + i) for i, e in enumerate([web, crm, app, no_lead, no_app])])
+    before, after = await run(t, rec)
+
+    [web_item] = items(t, web)
+    assert web_item["lead"] == {"lead_id": "L-1"}  # mapped; a pixel does not take it
+    assert t.sender.pixels == ["PIX1", crm_set, app_id]
+    assert t.sender.bodies == [
+        {"event_source": "web", "event_source_id": "PIX1",
+         "data": [{k: v for k, v in web_item.items() if k != "lead"}]},
+        {"event_source": "crm", "event_source_id": crm_set, "data": items(t, crm)},
+        {"event_source": "app", "event_source_id": app_id, "data": items(t, app)}]
+    assert items(t, crm)[0]["lead"] == {"lead_id": "L-2"} and items(t, app)[0]["app"] == {"app_id": "com.shop.app"}
+    now = failed_at(t.write.records[0][2], before, after)
+    assert t.write.records == [
+        ("dlq", b"tracking-events", dlq(
+            "missing_lead_id", "lead.lead_id: a CRM event needs its TikTok lead ID (map it in the spec's "
+            "[lead] table)", "map", now, pixel_code=crm_set, source=at_offset(13), **original(no_lead))),
+        ("dlq", b"tracking-events", dlq(
+            "missing_app_id", "app.app_id: an app event needs its app's ID (the store ID or package name; "
+            "map it in the spec's [app] table)", "map", now, pixel_code=app_id, source=at_offset(14),
+            **original(no_app)))]
+    assert rec.acks == 1
+    assert counted(t.metrics) == {"events_sent": 3, "requests": 3, "batches": 3,
+                                  "dead_letters{missing_lead_id}": 1, "dead_letters{missing_app_id}": 1}
+
+
 async def test_a_malformed_bundle_record_is_dead_lettered_as_internal_error_with_its_bytes():
     t = setup()
     junk, binary, wrong, clicks, empty = (
         Record(0, value=b"not json"), Record(1, value=b"\xff\xfe"),
         Record(2, value=b'{"events": "nope"}'), Record(3, value=b'{"clicks": []}'),
-        Record(4, value=b'{"events": []}'))
-
-    def decode_error(value: bytes) -> str:
-        try:
-            orjson.loads(value)
-        except orjson.JSONDecodeError as e:
-            return f"JSONDecodeError: {e}"
-        raise AssertionError(value)
-
+        Record(4, value=b'ttbridge-events/2\n{"events":[]}\n'))
     before, after = await run(t, junk, binary, wrong, clicks, empty)
     now = failed_at(t.write.records[0][2], before, after)
 
-    def source(offset):
-        return {"topic": BUNDLES, "partition": 0, "offset": offset}
+    def dead(offset: int, original: str, base64: bool = False):
+        return ("dlq", b"tracking-events", dlq(
+            "internal_error", "ValueError: not an events bundle (no ttbridge-events/2 frame)", "map", now,
+            source={"topic": BUNDLES, "partition": 0, "offset": offset}, original=original,
+            original_base64=base64))
 
-    assert t.write.records == [
-        ("dlq", b"tracking-events", dlq("internal_error", decode_error(b"not json"), "map", now,
-                                        source=source(0), original="not json",
-                                        original_base64=False)),
-        ("dlq", b"tracking-events", dlq("internal_error", decode_error(b"\xff\xfe"), "map", now,
-                                        source=source(1), original="//4=", original_base64=True)),
-        ("dlq", b"tracking-events", dlq("internal_error",
-                                        "ValueError: a bundle's events must be a list of objects",
-                                        "map", now, source=source(2), original='{"events": "nope"}',
-                                        original_base64=False)),
-        ("dlq", b"tracking-events", dlq("internal_error", "KeyError: 'events'", "map", now,
-                                        source=source(3), original='{"clicks": []}',
-                                        original_base64=False))]
+    assert t.write.records == [dead(0, "not json"), dead(1, "//4=", True), dead(2, '{"events": "nope"}'),
+                               dead(3, '{"clicks": []}')]
     assert [r.acks for r in (junk, binary, wrong, clicks, empty)] == [1, 1, 1, 1, 1]
     assert t.write.acks_at_call == [[0, 0, 0, 0, 1]]  # the empty bundle needs no write
     assert t.sender.bodies == []
     assert counted(t.metrics) == {"dead_letters{internal_error}": 4}
+
+
+def json_error(raw: bytes) -> str:
+    """orjson's words for bytes that are not JSON (the intake's invalid_json message)."""
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        return str(e)
+    raise AssertionError(raw)
+
+
+def raw_entry(raw: bytes, offset: int) -> dict:
+    """A bundle entry carrying `raw` as its event's bytes (only a hand-written record or another
+    orjson on the intake's side gives one the forwarder cannot read)."""
+    return {"click_id": None, "at": NOW, "source": at_offset(offset), "raw": raw}
+
+
+async def test_an_undecodable_entry_is_dead_lettered_alone_with_its_source_and_bytes(caplog):
+    t = setup()
+    rec = Record(0, entries=[entry(track("m-1"), 10), raw_entry(b"{not json", 11), raw_entry(b"[1, 2]", 12),
+                             raw_entry(b"\xff\xfe", 13), entry(track("m-2"), 14)])
+    other = Record(1, "m-3")
+    with caplog.at_level(logging.WARNING, logger="app.job.forwarder"):
+        before, after = await run(t, rec, other)
+
+    # The bundle-mates and the other bundle go out in one body, as if nothing had happened.
+    assert t.sender.bodies == [{"event_source": "web", "event_source_id": "PIX1",
+                                "data": items(t, track("m-1")) + items(t, track("m-2"))
+                                + items(t, other.entries[0]["event"])}]
+    now = failed_at(t.write.records[0][2], before, after)
+    assert t.write.records == [
+        ("dlq", b"tracking-events", dlq("invalid_json", json_error(b"{not json"), "decode", now,
+                                        source=at_offset(11), original="{not json", original_base64=False)),
+        ("dlq", b"tracking-events", dlq("not_an_object", "expected a JSON object, got list", "decode", now,
+                                        source=at_offset(12), original="[1, 2]", original_base64=False)),
+        ("dlq", b"tracking-events", dlq("invalid_json", json_error(b"\xff\xfe"), "decode", now,
+                                        source=at_offset(13), original="//4=", original_base64=True))]
+    assert (rec.acks, other.acks) == (1, 1) and t.write.acks_at_call == [[0, 0]]  # written, then acked
+    assert caplog.records == []  # bad data is counted, not logged per event
+    assert counted(t.metrics) == {"events_sent": 3, "requests": 1, "batches": 1,
+                                  "dead_letters{invalid_json}": 2, "dead_letters{not_an_object}": 1}
+
+
+def nested(event: dict, depth: int) -> bytes:
+    """`event`'s JSON with a list nested in it so that the document is `depth` levels deep
+    (orjson writes at most 254, so put together by hand)."""
+    lists = depth - 1
+    return orjson.dumps({**event, "nest": 0}).replace(b'"nest":0', b'"nest":' + b"[" * lists + b"]" * lists)
+
+
+async def test_an_event_nested_1023_deep_is_read_from_its_own_bytes_and_its_dead_letter_keeps_them():
+    # In a JSON bundle either would have sunk the whole record (orjson's depth limit is 1,024).
+    t = setup()
+    deep, deep_refused = nested(track("m-deep"), 1023), nested(track("m-zzz", currency="ZZZ"), 1023)
+    rec = Record(0, entries=[entry(track("m-1"), 10), raw_entry(deep, 11), raw_entry(deep_refused, 12),
+                             entry(track("m-2"), 13)])
+    before, after = await run(t, rec)
+
+    assert t.sender.bodies == [{"event_source": "web", "event_source_id": "PIX1",
+                                "data": items(t, track("m-1")) + items(t, track("m-deep"))
+                                + items(t, track("m-2"))}]
+    [(role, key, record)] = t.write.records
+    assert (role, key) == ("dlq", b"tracking-events")
+    # Its original is its own bytes: they could not have been written again from the parsed event.
+    assert record == dlq("invalid_currency",
+                         "properties.currency: 'ZZZ' is not an ISO-4217 code TikTok accepts", "map",
+                         failed_at(record, before, after), source=at_offset(12),
+                         original=deep_refused.decode(), original_base64=False)
+    assert rec.acks == 1
+    assert counted(t.metrics) == {"events_sent": 3, "requests": 1, "batches": 1,
+                                  "dead_letters{invalid_currency}": 1}
+
+
+@pytest.mark.parametrize("header, body, message", [
+    (b'{"events":[{"click_id":null,"at":1,"source":null,"bytes":3}]}', b"{}",
+     "ValueError: the header frames 3 bytes of events, the record has 2"),
+    (b'{"events":[{"click_id":null,"at":1,"source":null}]}', b"{}", "KeyError: 'bytes'"),
+])
+async def test_a_framed_record_whose_header_does_not_frame_its_bytes_is_dead_lettered_whole(header, body, message):
+    # No entry's bounds can be trusted: the record is dead-lettered with its bytes, as any junk.
+    t = setup()
+    value = b"ttbridge-events/2\n" + header + b"\n" + body
+    junk, good = Record(0, value=value), Record(1, "m-1")
+    before, after = await run(t, junk, good)
+
+    [(role, key, record)] = t.write.records
+    assert (role, key) == ("dlq", b"tracking-events")
+    assert record == dlq("internal_error", message, "map", failed_at(record, before, after),
+                         source={"topic": BUNDLES, "partition": 0, "offset": 0}, original=value.decode(),
+                         original_base64=False)
+    assert t.sender.bodies == [{"event_source": "web", "event_source_id": "PIX1",
+                                "data": items(t, good.entries[0]["event"])}]
+    assert (junk.acks, good.acks) == (1, 1)
 
 
 async def test_a_failing_click_lookup_dead_letters_the_event_as_internal_error(caplog):

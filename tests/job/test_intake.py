@@ -1,18 +1,28 @@
 """The intake and the repartition topics on the real broker with a worker process: records
 written before bundles are still forwarded, a malformed record is dead-lettered and the worker
 goes on, the intake starts where the faust group left the input topics, and a bundle is
-committed only when its last event has its outcome."""
+committed only when its last event has its outcome.
+
+And the intake's decoding of one poll, without a broker (it is pure): an event at orjson's depth
+limit is bundled with its own bytes among its neighbours, and an event of a batch too deep to be
+written again is dead-lettered alone while its batch-mates are bundled."""
 import asyncio
 import time
+from types import SimpleNamespace
 
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app.devtools.worker_process import WorkerProcess, produce_json
-from app.job.bundles import partition_of
+from app.job.bundles import events_value, partition_of
+from app.job.intake import Intake
+from app.job.metrics import Metrics
+from app.job.records import dead_letter
 from app.job.topics import create_topics
-from app.settings import load
+from app.mapping.events import events_of
+from app.settings import load, mapping_configs
+from tests.mapping.presets.test_mparticle import batch, commerce_event
 from tests.support import PIXEL_A, TOKEN_A, read_all, wait_accepted, wait_for
 
 NOW = time.time()
@@ -52,9 +62,10 @@ async def test_malformed_repartition_records_cost_only_themselves(kafka_bootstra
             # A bundle of events where one entry lacks its wait start: that one is dead-lettered
             # with its event and origin, the other is sent.
             source = {"topic": "events-x", "partition": 3, "offset": 77}
-            await producer.send_and_wait(f"{app_id}-events-by-click-id", orjson.dumps({"events": [
-                {"click_id": "bundle-c", "at": NOW, "source": source, "event": purchase("bundle-1", "bundle-c")},
-                {"click_id": "no-such-click", "source": source, "event": purchase("bundle-2", "no-such-click")}]}),
+            await producer.send_and_wait(f"{app_id}-events-by-click-id", events_value([
+                ({"click_id": "bundle-c", "at": NOW, "source": source}, orjson.dumps(purchase("bundle-1", "bundle-c"))),
+                ({"click_id": "no-such-click", "source": source},
+                 orjson.dumps(purchase("bundle-2", "no-such-click")))]),
                 partition=good)
         finally:
             await producer.stop()
@@ -128,3 +139,62 @@ async def committed(bootstrap: str, group: str, tp: TopicPartition) -> int | Non
         await admin.close()
     meta = offsets.get(tp)
     return meta.offset if meta is not None and meta.offset >= 0 else None
+
+
+# --------------------------------------------------------------------------- one poll, decoded
+
+ENV = {"TIKTOK_PIXEL_CODE": "PIX1", "TIKTOK_ACCESS_TOKEN": "token-1"}
+
+
+def intake(**overrides) -> Intake:
+    settings = load(ENV, **overrides)
+    mappings = mapping_configs(settings)
+    return Intake(settings, next(iter(mappings.values())), None, Metrics(), mappings)
+
+
+def poll(*values: bytes, topic: str = "tracking-events", partition: int = 2) -> dict:
+    """One poll of `values` from one partition, as AIOKafkaConsumer.getmany gives it."""
+    return {TopicPartition(topic, partition): [SimpleNamespace(topic=topic, partition=partition, offset=i, value=v)
+                                               for i, v in enumerate(values)]}
+
+
+def nested(doc: dict, depth: int, at: bytes = b'"nest":0') -> bytes:
+    """`doc`'s JSON with lists nested where `at` is, `depth` levels of them (orjson writes at
+    most 254, so put together by hand)."""
+    return orjson.dumps(doc).replace(at, at[:-1] + b"[" * depth + b"]" * depth)
+
+
+def test_an_event_at_orjsons_depth_limit_is_bundled_with_its_own_bytes_among_its_neighbours():
+    t = intake()
+    values = [orjson.dumps(purchase("m-0", "c")),
+              nested({**purchase("m-deep", "c"), "nest": 0}, 1022),  # the document: 1,023 levels
+              orjson.dumps(purchase("m-2", "c"))]
+    writes = t.decode(poll(*values), 1700000000.0)
+    assert writes == [("events-by-click-id", None, events_value([
+        ({"click_id": "c", "at": 1700000000.0, "source": {"topic": "tracking-events", "partition": 2, "offset": i}},
+         raw) for i, raw in enumerate(values)]), partition_of("c", 6))]
+    assert t.metrics.counts == {("events_in", ""): 3}
+
+
+def test_an_event_of_a_batch_too_deep_to_write_again_is_dead_lettered_alone():
+    # mParticle's batches: each event is written again as JSON for its bundle. orjson reads 1,024
+    # levels but writes 254: a deeper event is refused alone, its batch-mates go on (before, the
+    # write failed the whole message while the events before it were bundled already).
+    t = intake(preset="mparticle", partitions=1)  # one bundle (events without click ID take turns)
+    mapping = t.mappings["tracking-events"]
+    value = nested(batch(commerce_event(transaction="t-0"), commerce_event(nest=0), commerce_event(transaction="t-2")),
+                   300)
+    writes = t.decode(poll(value), 1700000000.0)
+    first, _, last = events_of(orjson.loads(value), mapping)
+    source = {"topic": "tracking-events", "partition": 2, "offset": 0}
+    assert writes[:1] == [("events-by-click-id", None, events_value([
+        ({"click_id": None, "at": 1700000000.0, "source": {**source, "index": 0}}, orjson.dumps(first)),
+        ({"click_id": None, "at": 1700000000.0, "source": {**source, "index": 2}}, orjson.dumps(last))]), 0)]
+    [(role, key, dead)] = writes[1:]
+    assert (role, key) == ("dlq", b"tracking-events")
+    # Its original is the whole message: a batch of this one event cannot be written either.
+    assert orjson.loads(dead) == dead_letter(
+        "invalid_event", "events[1]: cannot be written as JSON again (Recursion limit reached; orjson "
+        "writes at most 254 levels of nesting)", "decode", 1700000000.0, source={**source, "index": 1},
+        original=value)
+    assert t.metrics.counts == {("events_in", ""): 3, ("dead_letters", "invalid_event"): 1}

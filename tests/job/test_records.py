@@ -18,6 +18,7 @@ from app.job.records import (
     retry_record,
 )
 from app.tiktok.outcomes import TRANSPORT, Action, Verdict, error_info
+from app.tiktok.redact import SECRETS
 from app.tiktok.sender import Answer
 
 TOPICS = Path(__file__).resolve().parents[2] / "topics"
@@ -149,6 +150,28 @@ def test_dead_letter_from_retry_keeps_the_history():
         "reason": "retries_exhausted", "message": "gave up after 4 sends", "stage": "retry",
         "attempts": 4, "first_failed_at": 1763634100.5, "last_failed_at": 1763641301.0,
         "source": None, "pixel_code": PIXEL, "code": 50000, "request": REQUEST}
+
+
+# ---------------------------------------------------------------- no secret is written
+
+SECRET = "tok-SECRET-records-9c4d"
+
+
+def test_retry_records_and_dead_letters_are_written_without_secrets():
+    SECRETS.add(SECRET)
+    # last_error as any caller may build it, not only through error_info.
+    retry = retry_record(REQUEST, PIXEL, 1, 1.0, 1.0, {
+        "reason": "server_error", "code": 50000, "http_status": 200, "message": f"Internal error {SECRET}"})
+    assert retry["last_error"] == {"reason": "server_error", "code": 50000, "http_status": 200,
+                                   "message": "Internal error ***"}
+    valid(RETRY, retry)
+    dead = dead_letter("internal_error", f"ClientResponseError: b'HTTP/1.1 5O2 {SECRET}'", "map", 2.0)
+    assert dead["message"] == "ClientResponseError: b'HTTP/1.1 5O2 ***'"
+    exhausted = dead_letter_from_retry(retry, "retries_exhausted",
+                                       f"transport_error: HTTP 502: <pre>Access-Token: {SECRET}</pre>", 3.0)
+    assert exhausted["message"] == "transport_error: HTTP 502: <pre>Access-Token: ***</pre>"
+    for record in (retry, dead, exhausted):
+        assert all(SECRET.encode() not in raw for raw in encode(record))
 
 
 def test_the_dlq_schema_is_not_vacuous():

@@ -4,16 +4,21 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
+import orjson
 import pytest
+from aiokafka import TopicPartition
 
 from app.devtools.fake_tiktok import FakeConfig, FakeTikTok
 from app.devtools.worker_process import produce_json
+from app.job.metrics import Metrics
 from app.job.records import retry_record
-from app.job.retrier import MAX_HOLD_S, next_step
+from app.job.retrier import MAX_HOLD_S, Retrier, next_step, parse_retry_record
 from app.job.topics import create_topics, retry_tier_topic
 from app.settings import load
 from app.tiktok.outcomes import Action, error_info
+from app.tiktok.sender import Delivery
 from tests.support import read_all, wait_for
 
 TIERS = (30.0, 300.0, 1800.0, 7200.0)
@@ -80,3 +85,43 @@ async def test_retry_worker_alone_resends_a_due_record(kafka_bootstrap, unique, 
     assert fake.accepted[0]["received_at"] >= now + 0.5  # not before it was due
     assert received - now < 45  # sent from the first tier (0.2 s), not held back
     assert token not in out
+
+
+def test_a_retry_record_whose_request_cannot_be_written_again_is_not_one_we_can_send():
+    record = {"request": {"event_source": "web", "event_source_id": "P", "data": [{"event": "Purchase"}]},
+              "pixel_code": "P", "attempt": 1, "not_before": 0, "first_failed_at": 0}
+    assert parse_retry_record(orjson.dumps(record)) == record
+    # orjson reads 1,024 levels but writes only 254: such a request would fail at every send.
+    nested = b'{"x":' * 300 + b"{}" + b"}" * 300
+    raw = orjson.dumps(record).replace(b'{"event":"Purchase"}', b'{"event":"Purchase","properties":' + nested + b"}")
+    assert orjson.loads(raw)["request"]["data"][0]["event"] == "Purchase"  # it reads
+    assert parse_retry_record(raw) is None
+
+
+async def test_one_record_failing_to_resend_is_dead_lettered_alone_and_the_others_go_on():
+    class Sender:
+        async def deliver(self, pixel, body):
+            if body["data"][0]["event_id"] == "poison":
+                raise RuntimeError("a bug")
+            return Delivery(accepted=len(body["data"]), requests=1, retry=[], dead=[])
+
+    settings = load({"TIKTOK_PIXEL_CODE": "P", "TIKTOK_ACCESS_TOKEN": "t", "TTBRIDGE_TOPIC_DLQ": "dlq"})
+    metrics = Metrics()
+    retrier = Retrier(settings, Sender(), metrics)
+    written = []
+
+    async def write(records):
+        written.extend(records)
+    retrier._write = write
+    body = {"event_source": "web", "event_source_id": "P"}
+    good, poison = (retry_record({**body, "data": [{"event": "Purchase", "event_id": i}]}, "P", 1, 0, 0,
+                                 error_info("server_error", "x", 50000, 200)) for i in ("good", "poison"))
+    tp = TopicPartition("tiktok-retry", 0)
+    messages = [SimpleNamespace(offset=o, value=orjson.dumps(r)) for o, r in enumerate((poison, good))]
+    await retrier._handle([(tp, m, parse_retry_record(m.value)) for m in messages])
+    [(topic, key, value)] = written
+    dead = orjson.loads(value)
+    assert (topic, key, dead["reason"], dead["message"], dead["source"]) == (
+        "dlq", b"tiktok-retry", "internal_error", "RuntimeError: a bug",
+        {"topic": "tiktok-retry", "partition": 0, "offset": 0})
+    assert metrics.snapshot() == {"events_sent": 1, "requests": 1, "dead_letters": {"internal_error": 1}}

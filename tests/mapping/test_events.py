@@ -489,8 +489,9 @@ def test_single_product_event_becomes_one_content():
     event = track("Product Added", properties={
         "product_id": "abc123", "sku": "S-1", "name": "Shirt", "price": 25, "quantity": 2,
         "category": "Apparel", "brand": "X", "currency": "USD", "id": "not-a-product"})
+    # value: price x quantity, derived as TikTok's own template does (segment.toml value_from_contents)
     assert only(map_event(event, None, CONFIG, NOW))["properties"] == {
-        "currency": "USD", "num_items": 2,
+        "currency": "USD", "num_items": 2, "value": 50,
         "contents": [{"content_id": "abc123", "content_name": "Shirt", "content_category": "Apparel",
                       "brand": "X", "price": 25, "quantity": 2}]}
 
@@ -587,8 +588,9 @@ REFUSED = [
     ("missing_timestamp", _with("timestamp", None), "timestamp"),
     ("invalid_timestamp", _with("timestamp", "next tuesday"), "timestamp"),
     ("invalid_timestamp", _with("timestamp", "1999-12-31T23:59:59Z"), "before 2001"),
-    ("invalid_timestamp", _with("timestamp", NOW + 2 * 86400), "future"),
-    ("invalid_timestamp", _with("timestamp", 1600372167562000), "future"),   # microseconds
+    ("future_event", _with("timestamp", NOW + 2 * 86400), "timestamp: 1704894800.0 is 172800 s in the future"),
+    ("future_event", _with("timestamp", NOW + 301), "is 301 s in the future (more than max_future_s, 300 s)"),
+    ("future_event", _with("timestamp", 1600372167562000), "in the future"),   # microseconds, read as ms
     ("invalid_value", _with("properties.value", "abc"), "properties.value"),
     ("invalid_value", _with("properties.value", -1), "properties.value"),
     ("invalid_value", _with("properties.value", True), "properties.value"),
@@ -634,6 +636,29 @@ def test_stale_event_is_refused_when_configured():
         map_event(track(), None, config, EVENT_TIME + 86400 + 1)
     assert refused.value.reason == "stale_event"
     assert map_event(track(), None, config, EVENT_TIME + 86400)
+
+
+def test_the_allowed_clock_skew_is_max_future_s_and_the_fake_draws_the_same_line():
+    edge = map_event(track(userId="u1", timestamp=NOW + 300), None, CONFIG, NOW)
+    assert only(edge)["event_time"] == NOW + 300 and accepted(edge)
+    # One second more is never sent: the fake (like a strict TikTok) fails the whole batch for it.
+    with pytest.raises(Refusal) as refused:
+        map_event(track(userId="u1", timestamp="2024-01-08T13:58:21Z"), None, CONFIG, NOW)
+    assert (refused.value.reason, refused.value.message) == (
+        "future_event", "timestamp: '2024-01-08T13:58:21Z' is 301 s in the future (more than max_future_s, 300 s)")
+    assert not accepted([{**only(edge), "event_time": int(NOW) + 301}])
+    strict = MappingConfig(max_future_s=0)
+    assert only(map_event(track(userId="u1", timestamp=NOW), None, strict, NOW))["event_time"] == NOW
+    with pytest.raises(Refusal) as refused:
+        map_event(track(userId="u1", timestamp=NOW + 1), None, strict, NOW)
+    assert refused.value.message == "timestamp: 1704722001.0 is 1 s in the future (more than max_future_s, 0 s)"
+
+
+@pytest.mark.parametrize("value", [-1, 86401, float("nan"), True, "300"])
+def test_max_future_s_must_be_seconds_up_to_a_day(value):
+    with pytest.raises(ValueError) as e:
+        MappingConfig(max_future_s=value)
+    assert str(e.value) == f"max_future_s: must be from 0 to 86400 seconds, got {value!r}"
 
 
 def test_a_bad_field_in_the_click_record_is_left_out_not_refused():

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.tiktok.outcomes import TRANSPORT, Action, Verdict, verdict_for_code
+from app.tiktok.outcomes import TRANSPORT, Action, Verdict, error_info, verdict_for_code
+from app.tiktok.redact import SECRETS
 
 RETRY, HOLD, DEAD = Action.RETRY, Action.HOLD, Action.DEAD
 
@@ -49,3 +50,11 @@ def test_only_rate_limits_slow_down():
     codes = [0, 20001, 40001, 40002, 40061, 40062, 40100, 40102, 40104, 40105, 40132, 40700,
              50000, 50002, 51000, 52000, 60001, 61000, 40999]
     assert {c for c in codes if verdict_for_code(c).slows_down} == {40100, 40132, 61000}
+
+
+def test_error_info_keeps_the_message_redacted():
+    SECRETS.add("tok-SECRET-outcomes-5e1f")
+    assert error_info("server_error", "Internal error tok-SECRET-outcomes-5e1f", 50000, 200) == {
+        "reason": "server_error", "code": 50000, "http_status": 200, "message": "Internal error ***"}
+    assert error_info("transport_error", "HTTP 502: <pre>Access-Token: rotated-7</pre>")["message"] == \
+        "HTTP 502: <pre>Access-Token: ***</pre>"

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from app.devtools.fake_tiktok import FakeConfig, FakeTikTok
+from app.devtools.fake_tiktok import ECHO_FORMS, FakeConfig, FakeTikTok
 from app.settings import Pixel, Secret, load
 from app.tiktok.facts import TRACK_PATH
 from app.tiktok.outcomes import TRANSPORT, Action, Verdict
@@ -329,6 +329,45 @@ async def test_http_502_is_a_transport_failure(fake, sender):
     assert answer.verdict == Verdict(Action.RETRY, "transport_error")
     assert answer.message.startswith("HTTP 502: ")
     assert_token_hidden(answer)
+
+
+# ---------------------------------------------------------------- answers echoing the token
+
+ECHOED = {
+    "html_502": Answer(TRANSPORT, None, 502, "HTTP 502: <html><body><h1>502 Bad Gateway</h1><pre>POST "
+                       f"{TRACK_PATH}\nAccess-Token: ***\nContent-Type: application/json</pre></body></html>"),
+    "json_500": Answer(Verdict(Action.RETRY, "server_error"), 50000, 200,
+                       "Internal error ***, please try again later."),
+    "json_401": Answer(Verdict(Action.HOLD, "token_invalid"), 40105, 200,
+                       "Access token is invalid (Access-Token: ***)"),
+    "reason_phrase": Answer(TRANSPORT, None, 502, "HTTP 502: <html><body><h1>502 Bad Gateway</h1></body></html>"),
+    # aiohttp quotes the malformed status line in its error, token and all.
+    "status_line": Answer(TRANSPORT, None, None, "ClientResponseError: 400, message=\"Bad status line:\\n  "
+                          "Invalid status code:\\n\\n  b'HTTP/1.1 5O2 ***'\\n              ^\", url='{url}'"),
+    "plain_text": Answer(TRANSPORT, None, 200, "unreadable response: upstream refused the request\n"
+                         "Access-Token: ***\n"),
+}
+
+
+@pytest.mark.parametrize("form", ECHO_FORMS)
+async def test_an_answer_echoing_the_token_is_kept_without_it(fake, sender, form):
+    fake.config.echo_token = form
+    sent = body(event(0))
+    delivery = await sender.deliver(pixel(), sent)
+    [(kept, answer)] = delivery.retry
+    assert (kept, delivery.accepted, delivery.dead) == (sent, 0, [])
+    expected = ECHOED[form]
+    assert answer == Answer(expected.verdict, expected.code, expected.http_status,
+                            expected.message.format(url=sender.url))
+    assert_token_hidden(answer)
+    assert fake.stats()["requests"] == 1
+
+
+async def test_a_token_across_the_kept_length_leaves_no_piece_of_itself(scripted):
+    # The old cut (the first 200 bytes, then nothing) kept the token's first 10 characters.
+    _, s = await scripted(lambda raw: (502, b"x" * 190 + TOKEN.encode() + b"y" * 50))
+    answer = await s.post(pixel(), body(event(0)))
+    assert answer == Answer(TRANSPORT, None, 502, "HTTP 502: " + "x" * 190 + "***" + "y" * 7)
 
 
 async def test_connection_refused_is_retried_without_raising():

@@ -146,11 +146,13 @@ def _parsed_e164(s: str, default_region: str | None) -> str | None:
 
 # Most numbers arrive already international ("+44 7700 900000"): for those, E.164 is the digits
 # once the country code is known and the rest has a possible length, and phonenumbers' full
-# parse (3/4 of the cost of hashing a phone) is not needed. Anything else — a trunk prefix,
-# brackets, letters, a national number — still goes through phonenumbers; tests/test_normalise.py
-# checks on numbers of every country code that both paths agree.
+# parse (3/4 of the cost of hashing a phone, 40-50 µs for a bracketed one) is not needed.
+# Spaces, hyphens, dots and brackets ("+1 (213) 373-4253", TikTok's own "(+1)2133734253") are
+# only punctuation; anything else — a trunk prefix (also a bracketed "(0)"), letters, a national
+# number — still goes through phonenumbers; tests/test_normalise.py checks on numbers of every
+# country code, in every such spelling, that both paths agree.
 _PLAIN_INTERNATIONAL = re.compile(r"\+[1-9][0-9]{3,16}")
-_SEPARATORS = str.maketrans("", "", " -")
+_SEPARATORS = str.maketrans("", "", " -.()")
 _NO_RULE = (None, frozenset())
 _country_rules: dict[str, tuple[re.Pattern | None, frozenset[int]]] = {}
 

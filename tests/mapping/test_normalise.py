@@ -190,6 +190,27 @@ def test_plain_international_numbers_come_out_as_phonenumbers_parses_them():
     assert [f for _, f in fast[-6:]] == [None] * 6
 
 
+def test_bracketed_and_dotted_international_numbers_agree_with_phonenumbers():
+    rng = random.Random(165)
+    numbers = []
+    for code in sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE):
+        for length in range(4, 13):
+            national = "".join(rng.choice("0123456789") for _ in range(length))
+            if rng.random() < 0.3:
+                national = rng.choice(("0", "1", "8", "06")) + national[1:]
+            numbers += [f"+{code} ({national[:3]}) {national[3:6]}-{national[6:]}",
+                        f"(+{code}){national}", f"+{code}.{national[:3]}.{national[3:]}",
+                        f"+{code} (0) {national}"]
+    taken = [(n, f) for n, f in ((n, _plain_international(n)) for n in numbers) if f is not None]
+    for n, f in taken:
+        assert f == _parsed_e164(n, None) == _parsed_e164(n, "GB"), n
+    # The fast path takes most of these shapes that phonenumbers accepts (bar the "(0)" ones).
+    accepted = [n for n in numbers if "(0)" not in n and _parsed_e164(n, None) is not None]
+    assert 0.6 * len(accepted) < len(taken) <= len(accepted)
+    assert not any("(0)" in n for n, _ in taken)  # a bracketed trunk prefix is phonenumbers' to strip
+    assert _plain_international("+1 (213) 373-4253") == _plain_international("(+1)2133734253") == "+12133734253"
+
+
 def test_e164_takes_the_fast_path_only_where_it_agrees():
     assert _plain_international("+44 7700 900123") == "+447700900123"
     assert _plain_international("+44 07700 900123") is None  # trunk 0: phonenumbers strips it

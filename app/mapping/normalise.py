@@ -127,6 +127,8 @@ def e164(s: str, default_region: str | None) -> str | None:
     A length possible only for local dialling (without the area code) is not enough.
     """
     plain = _plain_international(s)
+    if plain is None and default_region is not None:
+        plain = _plain_national(s, default_region)
     return plain if plain is not None else _parsed_e164(s, default_region)
 
 
@@ -174,6 +176,49 @@ def _plain_international(s: str) -> str | None:
     if national[0] == "0" or len(national) not in lengths or (trunk and trunk.match(national)):
         return None  # a trunk prefix to strip, a leading zero to keep, or not possible: the full parse decides
     return digits
+
+
+# A national number with its trunk prefix ("07700 900123" in GB) is the other common spelling:
+# the region's country code plus the digits after the prefix, when the region's metadata makes
+# that the whole story — what phonenumbers would strip is exactly the prefix (no carrier code,
+# no transform rule), the number not starting
+# like the region's international prefix (Israel's "014..." is a call abroad), a possible
+# length, and the region's general number pattern. Everything else goes to phonenumbers;
+# tests/test_normalise.py checks agreement under every supported region.
+_region_rules: dict[str, tuple | None] = {}
+
+
+def _plain_national(s: str, region: str) -> str | None:
+    rule = _region_rules[region] if region in _region_rules else _region_rule(region)
+    if rule is None:
+        return None
+    digits = s.translate(_SEPARATORS)
+    prefix, parsing, code, lengths, pattern, international = rule
+    if not digits.isdigit() or not digits.isascii() or (international is not None and international.match(digits)):
+        return None
+    stripped = parsing.match(digits)  # what phonenumbers strips: the plain prefix, or we don't know
+    if stripped is None or stripped.group(0) != prefix:
+        return None
+    national = digits[len(prefix):]
+    if not national or national[0] == "0" or len(national) not in lengths or not pattern.fullmatch(national):
+        return None
+    return "+" + code + national
+
+
+def _region_rule(region: str) -> tuple | None:
+    rule = None
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if meta is not None and meta.general_desc is not None and meta.national_prefix and meta.country_code:
+        parsing = re.compile(meta.national_prefix_for_parsing or re.escape(meta.national_prefix))
+        if parsing.groups == 0 and meta.national_prefix_transform_rule is None:  # no carrier code to keep
+            lengths = frozenset(meta.general_desc.possible_length or ())
+            pattern = meta.general_desc.national_number_pattern
+            if lengths and -1 not in lengths and pattern:
+                international = re.compile(meta.international_prefix) if meta.international_prefix else None
+                rule = (meta.national_prefix, parsing, str(meta.country_code), lengths, re.compile(pattern),
+                        international)
+    _region_rules[region] = rule
+    return rule
 
 
 def _country_rule(code: str) -> tuple[re.Pattern | None, frozenset[int]]:

@@ -6,10 +6,12 @@ import random
 
 import phonenumbers
 import pytest
+from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from app.mapping.normalise import (
     _parsed_e164,
     _plain_international,
+    _plain_national,
     e164,
     hash_email,
     hash_external_id,
@@ -209,6 +211,29 @@ def test_bracketed_and_dotted_international_numbers_agree_with_phonenumbers():
     assert 0.6 * len(accepted) < len(taken) <= len(accepted)
     assert not any("(0)" in n for n, _ in taken)  # a bracketed trunk prefix is phonenumbers' to strip
     assert _plain_international("+1 (213) 373-4253") == _plain_international("(+1)2133734253") == "+12133734253"
+
+
+def test_national_numbers_with_their_trunk_prefix_agree_with_phonenumbers_in_every_region():
+    rng = random.Random(166)
+    numbers, examples = [], []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for length in range(4, 14):
+            for _ in range(2):
+                national = "".join(rng.choice("0123456789") for _ in range(length))
+                numbers += [(region, s) for s in ("0" + national, f"0{national[:4]} {national[4:]}",
+                                                  f"(0{national[:3]}) {national[3:]}", national, "00" + national)]
+        for kind in (PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE, PhoneNumberType.TOLL_FREE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is not None:
+                examples.append((region, phonenumbers.format_number(example, PhoneNumberFormat.NATIONAL)))
+    taken = [(r, s, f) for r, s in numbers + examples if (f := _plain_national(s, r)) is not None]
+    for region, s, f in taken:
+        assert f == _parsed_e164(s, region), (region, s)
+    assert sum(1 for r, s in examples if _plain_national(s, r)) > len(examples) / 3
+    assert _plain_national("07700 900123", "GB") == "+447700900123"
+    assert _plain_national("01465 86833888", "IL") is None  # "014" dials abroad from Israel
+    assert _plain_national("06 1234 5678", "IT") is None  # Italy keeps its leading 0: phonenumbers
+    assert e164("07700 900123", "GB") == "+447700900123"
 
 
 def test_e164_takes_the_fast_path_only_where_it_agrees():

@@ -178,7 +178,8 @@ def _plain_international(s: str) -> str | None:
     return digits
 
 
-# A national number with its trunk prefix ("07700 900123" in GB) is the other common spelling:
+# A national number, with its trunk prefix ("07700 900123" in GB) or without ("2133734253" in
+# the US), is the other common spelling:
 # the region's country code plus the digits after the prefix, when the region's metadata makes
 # that the whole story — what phonenumbers would strip is exactly the prefix (no carrier code,
 # no transform rule), the number not starting
@@ -196,10 +197,10 @@ def _plain_national(s: str, region: str) -> str | None:
     prefix, parsing, code, lengths, pattern, international = rule
     if not digits.isdigit() or not digits.isascii() or (international is not None and international.match(digits)):
         return None
-    stripped = parsing.match(digits)  # what phonenumbers strips: the plain prefix, or we don't know
-    if stripped is None or stripped.group(0) != prefix:
+    stripped = parsing.match(digits)  # what phonenumbers strips: nothing, the plain prefix, or we don't know
+    if stripped is not None and stripped.group(0) != prefix:
         return None
-    national = digits[len(prefix):]
+    national = digits if stripped is None else digits[len(prefix):]
     if not national or national[0] == "0" or len(national) not in lengths or not pattern.fullmatch(national):
         return None
     return "+" + code + national

@@ -234,6 +234,7 @@ def test_national_numbers_with_their_trunk_prefix_agree_with_phonenumbers_in_eve
     assert _plain_national("01465 86833888", "IL") is None  # "014" dials abroad from Israel
     assert _plain_national("06 1234 5678", "IT") is None  # Italy keeps its leading 0: phonenumbers
     assert e164("07700 900123", "GB") == "+447700900123"
+    assert _plain_national("(213) 373-4253", "US") == "+12133734253"
 
 
 def test_e164_takes_the_fast_path_only_where_it_agrees():

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from app.mapping.config import DEFAULT_EVENT_MAP, MappingConfig, is_seconds
-from app.mapping.spec import Field, Plan
+from app.mapping.spec import Field, FieldTable, Plan
 from app.mapping.values import Refusal, cookie, get, parse_timestamp, shown, text, ttclid_from_url
 
 __all__ = [
@@ -79,12 +79,8 @@ def _first(root: Any, f: Field, where: str = "") -> Any:
     return f.read(root, where)
 
 
-def _fill(out: dict, root: Any, fields: tuple[Field, ...], where: str = "") -> dict:
-    for f in fields:
-        v = f.read(root, where)
-        if v is not None:
-            out[f.name] = v
-    return out
+def _fill(out: dict, root: Any, fields: FieldTable, where: str = "") -> dict:
+    return fields.fill(out, root, where)
 
 
 def _click_text(click: dict, key: str) -> str | None:

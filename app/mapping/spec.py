@@ -99,33 +99,60 @@ def _reader(f: Field) -> Callable[..., Any]:
     if f.constant is not None:
         constant = f.convert(f.constant) if f.hashed else f.constant
         return lambda root, where="": constant
-    names: dict[str, Any] = {"E": _E, "get": values.get, "convert": f.convert, "Refusal": values.Refusal,
-                             "reason": f.reason}
-    lines = ["def read(root, where=''):"]
+    names: dict[str, Any] = {"E": _E, "get": values.get, "Refusal": values.Refusal}
+    lines = ["def read(root, where=''):", *_field_code(f, 0, names, "return v", "    "), "    return None"]
+    exec("\n".join(lines), names)  # noqa: S102 - our own source, from validated spec paths
+    return names["read"]
+
+
+def _field_code(f: Field, n: int, names: dict[str, Any], found: str, indent: str) -> list[str]:
+    """Statements reading field `f` (number `n` of its function) from `root`: each path's
+    chained lookup and conversion, running `found` with the first usable value `v`."""
+    names[f"convert{n}"], names[f"reason{n}"] = f.convert, f.reason
+    lines = []
     for i, keys in enumerate(f.paths):
-        names[f"P{i}"] = keys
+        names[f"P{n}_{i}"] = keys
         if any(type(k) is not str for k in keys):
-            chain = f"get(root, P{i})"
-            lines.append(f"    v = {chain}")
+            lines.append(f"v = get(root, P{n}_{i})")
         else:
             chain = "root"
             for k in keys[:-1]:
                 chain = f"({chain}.get({k!r}) or E)"
-            chain = f"{chain}.get({keys[-1]!r})"
-            lines += ["    try:", f"        v = {chain}", "    except AttributeError:",
-                      f"        v = get(root, P{i})"]
-        lines.append("    if v is not None:")
+            lines += ["try:", f"    v = {chain}.get({keys[-1]!r})", "except AttributeError:",
+                      f"    v = get(root, P{n}_{i})"]
+        lines.append("if v is not None:")
         if f.hashed:
-            lines += ["        try:", "            v = convert(v)", "        except TypeError:",
-                      "            v = None", "        if v:", "            return v"]
+            lines += ["    try:", f"        v = convert{n}(v)", "    except TypeError:", "        v = None",
+                      "    if v:", f"        {found}"]
         else:
             dotted = ".".join(keys)
-            lines += ["        try:", "            v = convert(v)", "        except ValueError as e:",
-                      f"            raise Refusal(reason, where + {dotted + ': '!r} + str(e)) from None",
-                      "        if v is not None:", "            return v"]
-    lines.append("    return None")
-    exec("\n".join(lines), names)  # noqa: S102 - our own source, from validated spec paths
-    return names["read"]
+            lines += ["    try:", f"        v = convert{n}(v)", "    except ValueError as e:",
+                      f"        raise Refusal(reason{n}, where + {dotted + ': '!r} + str(e)) from None",
+                      "    if v is not None:", f"        {found}"]
+    return [indent + line for line in lines]
+
+
+class FieldTable(tuple):
+    """The fields of one TikTok object (properties, a content item, app, lead), with `fill`:
+    fill(out, root, where="") sets out[name] for each field that has a value, and returns out.
+    Generated as one function for the whole table: one call per object, not one per field."""
+
+    def __new__(cls, fields) -> FieldTable:
+        table = super().__new__(cls, fields)
+        names: dict[str, Any] = {"E": _E, "get": values.get, "Refusal": values.Refusal}
+        lines = ["def fill(out, root, where=''):"]
+        for n, f in enumerate(table):
+            if f.constant is not None:
+                names[f"C{n}"] = f.read(None)
+                lines.append(f"    out[{f.name!r}] = C{n}")
+                continue
+            # One pass per field; `break` at its first usable value.
+            lines += ["    while True:", *_field_code(f, n, names, f"out[{f.name!r}] = v; break", "        "),
+                      "        break"]
+        lines.append("    return out")
+        exec("\n".join(lines), names)  # noqa: S102 - our own source, from validated spec paths
+        table.fill = names["fill"]
+        return table
 
 
 @dataclass(frozen=True)
@@ -334,7 +361,7 @@ def compile_spec(doc: Mapping[str, Any], default_region: str | None = None) -> P
         for name, (transform, reason) in known.items():
             if name in table:
                 out.append(_field(table[name], f"{where}{name}", name, transform, reason, phone))
-        return tuple(f for f in out if f.paths or f.constant is not None)
+        return FieldTable(f for f in out if f.paths or f.constant is not None)
 
     batch = get("batch")
     if batch is not None and not (isinstance(batch, str) and "." not in batch and batch):

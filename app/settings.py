@@ -221,7 +221,14 @@ class Settings:
     content_type: str | None = None
     # False leaves page url/referrer out of what is sent (they can carry PII in query strings).
     send_page_url: bool = True
+    # What a dead letter keeps of an input that never mapped: "raw" (replayable) or "hashed"
+    # (PII fields hashed; not replayable as input). app.job.records.hash_original.
+    dlq_original: str = "raw"
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    # Every topic ttbridge or faust creates (app/job/topics.py): copies of each partition, and
+    # how many must have a write before it is acknowledged (None: the broker's default).
+    replication_factor: int = 1
+    min_insync_replicas: int | None = None
 
     def __post_init__(self) -> None:
         if not self.broker_urls:
@@ -249,6 +256,15 @@ class Settings:
             raise SettingsError(f"TTBRIDGE_WEB_PORT: expected a port 1-65535, got {self.web_port}")
         if not re.fullmatch(r"[A-Za-z0-9.:_-]+", self.web_host):
             raise SettingsError(f"TTBRIDGE_WEB_HOST: expected an IP address or host name, got {self.web_host!r}")
+        # Kafka keeps a replication factor in 16 bits.
+        if not 1 <= self.replication_factor <= 32767:
+            raise SettingsError("TTBRIDGE_REPLICATION_FACTOR: expected an integer 1-32767, got "
+                                f"{self.replication_factor}")
+        isr = self.min_insync_replicas
+        if isr is not None and not 1 <= isr <= self.replication_factor:
+            # More than the copies there are: every write with acks=all would be refused.
+            raise SettingsError(f"TTBRIDGE_MIN_INSYNC_REPLICAS: expected 1 to TTBRIDGE_REPLICATION_FACTOR "
+                                f"({self.replication_factor}), got {isr}")
 
         def wrong(name: str, expected: str) -> SettingsError:
             value = getattr(self, name)
@@ -276,6 +292,8 @@ class Settings:
         if not 1024 <= self.max_message_bytes <= MAX_MESSAGE_BYTES:
             raise wrong("max_message_bytes", f"1024-{MAX_MESSAGE_BYTES} (a dead letter holding the "
                                              "message must fit in one Kafka record)")
+        if self.dlq_original not in ("raw", "hashed"):
+            raise wrong("dlq_original", '"raw" or "hashed"')
         if not self.retry_tiers_s or not all(t >= 0 for t in self.retry_tiers_s):
             raise wrong("retry_tiers_s", "a non-empty list of delays >= 0 seconds")
         if self.routing.default and self.routing.default not in self.pixels:
@@ -319,7 +337,7 @@ _TOPIC_VARS = {var: attr for var, attr in _ENV_FIELDS.items() if attr.startswith
 _KNOWN_ENV = frozenset({
     "TTBRIDGE_CONFIG", "TTBRIDGE_TOPIC_CLICKS", "TTBRIDGE_TOPIC_EVENTS", "TTBRIDGE_TOPIC_RETRY",
     "TTBRIDGE_TOPIC_DLQ", "TTBRIDGE_APP_ID", "TTBRIDGE_DATA_DIR", "TTBRIDGE_WEB_PORT",
-    "TTBRIDGE_WEB_HOST",
+    "TTBRIDGE_WEB_HOST", "TTBRIDGE_REPLICATION_FACTOR", "TTBRIDGE_MIN_INSYNC_REPLICAS",
     "TTBRIDGE_TOPICS_DIR",  # app/job/topics.py: where the topic specs are
     "TTBRIDGE_CACHE_DIR",   # app/devtools/kafka_local.py: where the local Kafka is downloaded
 })
@@ -337,6 +355,10 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
             values[attr] = env[name].strip()
     if env.get("TTBRIDGE_WEB_PORT"):
         values["web_port"] = _int(env["TTBRIDGE_WEB_PORT"], "TTBRIDGE_WEB_PORT")
+    for name, attr in (("TTBRIDGE_REPLICATION_FACTOR", "replication_factor"),
+                       ("TTBRIDGE_MIN_INSYNC_REPLICAS", "min_insync_replicas")):
+        if env.get(name, "").strip():
+            values[attr] = _int(env[name].strip(), name)
 
     toml = _read_toml(values.get("config_path"))
     values.update(_from_toml(toml))
@@ -451,6 +473,12 @@ def _text(value: Any, where: str) -> str:
     return value
 
 
+def _dlq_original(value: Any, where: str) -> str:
+    if value not in ("raw", "hashed"):
+        raise SettingsError(f"{where}: expected \"raw\" or \"hashed\", got {value!r}")
+    return value
+
+
 def _delays(value: Any, where: str) -> tuple[float, ...]:
     if not isinstance(value, list) or not all(not isinstance(v, bool) and isinstance(v, (int, float))
                                               and math.isfinite(v) for v in value):
@@ -487,6 +515,7 @@ _TTBRIDGE_KEYS: dict[str, Callable[[Any, str], Any]] = {
     "max_in_flight_per_pixel": _integer, "shutdown_timeout_s": _number,
     "session_timeout_s": _number, "sweep_interval_s": _number, "click_id_paths": _dotted_paths,
     "limited_data_use": _flag, "content_type": _text, "send_page_url": _flag,
+    "dlq_original": _dlq_original,
     "preset": _preset, "mapping_file": _text,
 }
 _TABLES = {"ttbridge": "[ttbridge]", "pixels": "[[pixels]]", "routing": "[routing]", "events": "[events]",

@@ -808,6 +808,91 @@ def test_keda_scales_the_statefulset_up_to_the_partition_count(k8s_docs: list[di
     assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
 
 
+# Strimzi KafkaTopics (generated from topics/*.json) ----------------------------
+
+STRIMZI_DIR = COMPONENTS / "strimzi-topics"
+# What the committed manifests were generated with (kustomization.yaml says so): a production
+# cluster's replication, for the default names and partitions.
+STRIMZI_ENV = {"TTBRIDGE_REPLICATION_FACTOR": "3", "TTBRIDGE_MIN_INSYNC_REPLICAS": "2"}
+# The KafkaTopic fields of Strimzi's CRD (kafka.strimzi.io v1beta2, packaging/install/
+# cluster-operator/043-Crd-kafkatopic.yaml): kubernetes-validate has no schema for it.
+KAFKA_TOPIC_SCHEMA = {
+    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "kafka.strimzi.io/v1beta2"}, "kind": {"const": "KafkaTopic"},
+        "metadata": {"type": "object", "required": ["name", "labels"], "properties": {
+            "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+                     "maxLength": 253},
+            "namespace": {"type": "string"},
+            "labels": {"type": "object", "required": ["strimzi.io/cluster"],
+                       "additionalProperties": {"type": "string"}}}},
+        "spec": {"type": "object", "required": ["partitions", "replicas", "config"], "additionalProperties": False,
+                 "properties": {"partitions": {"type": "integer", "minimum": 1},
+                                "replicas": {"type": "integer", "minimum": 1, "maximum": 32767},
+                                "config": {"type": "object", "additionalProperties": {"type": "string"}},
+                                "topicName": {"type": "string"}}},
+    },
+}
+
+
+def _strimzi_command(*args: str) -> subprocess.CompletedProcess:
+    own = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "TTBRIDGE_", "TIKTOK_"))}
+    return subprocess.run([sys.executable, "-m", "app", "topics", "strimzi", *args], cwd=ROOT,
+                          env={**own, **STRIMZI_ENV}, capture_output=True, text=True, timeout=60)
+
+
+def test_committed_kafka_topics_are_what_the_generator_writes_from_topics_json() -> None:
+    done = _strimzi_command("--cluster", "my-cluster")
+    assert done.returncode == 0, done.stderr
+    committed = (STRIMZI_DIR / "kafkatopics.yaml").read_text()
+    assert committed == done.stdout, (
+        "k8s/components/strimzi-topics/kafkatopics.yaml drifted from topics/*.json; regenerate it: "
+        "TTBRIDGE_REPLICATION_FACTOR=3 TTBRIDGE_MIN_INSYNC_REPLICAS=2 ttbridge topics strimzi "
+        "--cluster my-cluster > k8s/components/strimzi-topics/kafkatopics.yaml")
+    assert "\n".join(line for line in (STRIMZI_DIR / "kustomization.yaml").read_text().splitlines()
+                     if "TTBRIDGE_" in line or "ttbridge topics strimzi" in line).split() == [
+        "#", "TTBRIDGE_REPLICATION_FACTOR=3", "TTBRIDGE_MIN_INSYNC_REPLICAS=2", "\\", "#", "ttbridge", "topics",
+        "strimzi", "--cluster", "my-cluster", ">", "kafkatopics.yaml"], "the command it documents is the one checked"
+
+
+def test_kafka_topics_match_the_specs_and_strimzi_s_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from app.job.topics import load_specs
+    from app.settings import load
+
+    docs = [doc for doc in yaml.safe_load_all((STRIMZI_DIR / "kafkatopics.yaml").read_text()) if doc]
+    for doc in docs:
+        assert list(jsonschema.Draft202012Validator(KAFKA_TOPIC_SCHEMA).iter_errors(doc)) == [], doc
+    topics = {doc["spec"].get("topicName", doc["metadata"]["name"]): doc for doc in docs}
+    specs = {spec.name: spec for spec in load_specs(load(STRIMZI_ENV)).values()}
+    assert set(topics) == set(specs) and len(docs) == len(specs)
+    # The four documented topics, straight from their JSON: partitions and config.
+    for role in ("clicks", "tracking-events", "tiktok-retry", "tiktok-dlq"):
+        spec = json.loads((ROOT / "topics" / f"{role}.json").read_text())
+        doc = topics[spec["name"]]
+        assert doc["spec"] == {"partitions": spec["partitions"], "replicas": 3,
+                               "config": {**spec["config"], "min.insync.replicas": "2"}}, role
+    for doc in docs:
+        assert doc["spec"]["replicas"] == 3 and doc["spec"]["config"]["min.insync.replicas"] == "2"
+        assert doc["metadata"]["labels"]["strimzi.io/cluster"] == "my-cluster"
+    internal = json.loads((ROOT / "topics" / "internal.json").read_text())["topics"]
+    for spec in internal:
+        assert topics[spec["name"].format(app_id="ttbridge")]["spec"]["partitions"] == spec["partitions"]
+    # faust's assignor topic has '_' in its name, which Kubernetes names may not hold.
+    assert topics["ttbridge-__assignor-__leader"]["metadata"]["name"] == "ttbridge-assignor-leader"
+
+
+def test_kafka_topics_render_into_the_kafka_cluster_s_namespace() -> None:
+    kustomization = yaml.safe_load((STRIMZI_DIR / "kustomization.yaml").read_text())
+    # Not a Component of the base: the Topic Operator watches the Kafka cluster's namespace.
+    assert kustomization["kind"] == "Kustomization" and kustomization["resources"] == ["kafkatopics.yaml"]
+    docs = _kustomize(STRIMZI_DIR)
+    if docs is None:
+        pytest.skip("neither kustomize nor kubectl is installed")
+    assert {doc["kind"] for doc in docs} == {"KafkaTopic"}
+    assert {doc["metadata"]["namespace"] for doc in docs} == {kustomization["namespace"]} == {"kafka"}
+
+
 # the real tools, where installed ------------------------------------------------
 
 

@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable, Mapping
 from app.job.bundles import event_of, read_events
 from app.job.durable import Write, write_durably
 from app.job.metrics import Metrics
-from app.job.records import dead_letter, encode, retry_record
+from app.job.records import dead_letter, encode, hash_original, retry_record
 from app.mapping.events import MappingConfig, Refusal, Skip, has_identifier, map_event, test_event_code_of
 from app.mapping.routing import Router
 from app.mapping.sources import for_source
@@ -81,6 +81,14 @@ class Forwarder:
         self._lock = asyncio.Lock()  # handle and recheck both take from and add to `pending`
         self._in_flight: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(ROUNDS_IN_FLIGHT)
+        metrics.gauge("pending_late_events", "events waiting for their late click (unacked)", (),
+                      lambda: {(): self.pending_count})
+        # The real Sender times each POST for the metrics (tests' stand-ins may not).
+        if getattr(sender, "observe", False) is None:
+            sender.observe = metrics.request_observed
+        if hasattr(sender, "in_flight"):
+            metrics.gauge("requests_in_flight", "requests to the Events API on the wire", ("pixel",),
+                          sender.in_flight)
 
     async def handle(self, batch: list) -> None:
         """Join and map the round now; its delivery goes on in the background (returns at once,
@@ -199,6 +207,7 @@ class Forwarder:
         delivery, which settles each bundle once its events' outcomes are durable."""
         groups: dict[tuple, list[dict]] = defaultdict(list)
         pixels: dict[tuple, Any] = {}
+        oldest: dict[tuple, float] = {}  # per body group: when the intake read its oldest event
         dead: list[tuple[bytes | None, dict]] = [record for _, record in broken]
         done: list = [bundle for bundle, _ in broken]
         m = self.metrics
@@ -220,23 +229,26 @@ class Forwarder:
                 # An event's own test event code is a field of the request: it batches apart.
                 key = (pixel.event_source, pixel.code, test_event_code)
                 pixels[key] = pixel
+                oldest[key] = min(oldest.get(key, entry["at"]), entry["at"])
                 groups[key].extend(items)
 
         bodies = [(pixels[key], body) for key, items in groups.items()
                   for body in request_bodies(key, items, self.settings.batch_max)]
         m.add("batches", len(bodies))
-        return self._deliver(bodies, dead, done, now)
+        ats = [oldest[key] for key, items in groups.items()
+               for _ in range(-(-len(items) // self.settings.batch_max))]
+        return self._deliver(bodies, dead, done, now, ats if len(ats) == len(bodies) else None)
 
-    async def _deliver(self, bodies: list, dead: list, done: list, now: float) -> None:
+    async def _deliver(self, bodies: list, dead: list, done: list, now: float,
+                       ats: list | None = None) -> None:
         m = self.metrics
         deliveries = await asyncio.gather(*(self.sender.deliver(p, b) for p, b in bodies))
 
         retries = []
-        for (pixel, _), delivery in zip(bodies, deliveries):
-            m.add("events_sent", delivery.accepted)
-            m.add("requests", delivery.requests)
+        for i, ((pixel, sent), delivery) in enumerate(zip(bodies, deliveries)):
+            m.delivered(pixel.code, sent, delivery, ats[i] if ats else None)
             for body, answer in delivery.retry:
-                m.add("events_retrying", len(body["data"]))
+                m.add("events_retrying", len(body["data"]), pixel=pixel.code)
                 not_before = now + self.settings.retry_tiers_s[0]
                 retries.append((pixel.code.encode(), retry_record(body, pixel.code, 1, not_before,
                                                                   now, answer.error())))
@@ -245,7 +257,7 @@ class Forwarder:
                     answer.verdict.reason, answer.message, "send", now, attempts=1,
                     pixel_code=pixel.code, code=answer.code, request=body)))
         for _, record in dead:
-            m.add("dead_letters", reason=record["reason"])
+            m.add("dead_letters", reason=record["reason"], pixel=record.get("pixel_code") or "")
         await self._durably(retries, dead)
         for bundle in done:
             bundle.settle()
@@ -289,12 +301,25 @@ class Forwarder:
         except Refusal as r:
             return dead_letter(r.reason, r.message, "map", now, source=entry["source"],
                                pixel_code=pixel.code, original=_original(entry))
+        if click_id:
+            m.routed(pixel.code, click is not None)
         return pixel, items, test_event_code_of(event, mapping) or pixel.test_event_code
 
     async def _durably(self, retries: list, dead: list) -> None:
         writes = [("retry", k, value) for k, record in retries for value in encode(record)]
+        if self.settings.dlq_original == "hashed":
+            dead = [(k, self._hashed(record)) for k, record in dead]
         writes += [("dlq", k or b"tracking-events", value) for k, record in dead for value in encode(record)]
         await write_durably(self.write, writes)
+
+
+    def _hashed(self, record: dict) -> dict:
+        """`dlq_original = "hashed"`: the original's PII hashed, by its input's shape."""
+        if record.get("original") is None:
+            return record
+        topic = (record.get("source") or {}).get("topic")
+        return hash_original(record, (self.mappings.get(topic, self.mapping) if self.mappings
+                                      else self.mapping).plan)
 
 
 def _original(entry: dict) -> bytes | None:

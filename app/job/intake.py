@@ -26,7 +26,7 @@ from app.job.bundles import Bundler
 from app.job.durable import Write, write_durably
 from app.job.kafka_security import client_options
 from app.job.metrics import Metrics
-from app.job.records import dead_letter, encode
+from app.job.records import dead_letter, encode, hash_original
 from app.mapping.decode import click_from_landing, decode_click, decode_object
 from app.mapping.events import MappingConfig, Refusal, click_id_of, events_of, skip_reason, tiktok_names
 from app.settings import Settings
@@ -74,10 +74,12 @@ class Intake:
             heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
             max_partition_fetch_bytes=2 * s.max_message_bytes, **client_options(s))
         await consumer.start()
+        self.metrics.watch_consumer(self.group, consumer)  # broker connectivity and lag, when scraped
         try:
             consumer.subscribe(self.topics)
             while True:
                 batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=s.batch_max)
+                await self.metrics.refresh_lag(self.group, consumer)  # at most once a second
                 if not batches:
                     continue
                 await write_durably(self.write, self.decode(batches, time.time()))
@@ -162,9 +164,11 @@ class Intake:
     def _refused(self, msg, reason: str, message: str, now: float, source: dict | None = None,
                  original: bytes | None = None) -> list[tuple]:
         self.metrics.add("dead_letters", reason=reason)
-        return [("dlq", msg.topic.encode(), value) for value in encode(dead_letter(
-            reason, message, "decode", now, source=source or _source(msg),
-            original=msg.value or b"" if original is None else original))]
+        record = dead_letter(reason, message, "decode", now, source=source or _source(msg),
+                             original=msg.value or b"" if original is None else original)
+        if self.settings.dlq_original == "hashed" and msg.topic != self.settings.topic_clicks:
+            record = hash_original(record, self.mappings.get(msg.topic, self.mapping).plan)
+        return [("dlq", msg.topic.encode(), value) for value in encode(record)]
 
 
 def _source(msg) -> dict:

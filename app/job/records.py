@@ -11,9 +11,11 @@ from typing import Any
 
 import orjson
 
+from app.mapping import values
+from app.mapping.spec import Plan
 from app.tiktok.redact import MAX_TEXT, redact
 
-__all__ = ["retry_record", "dead_letter", "dead_letter_from_retry", "encode",
+__all__ = ["retry_record", "dead_letter", "dead_letter_from_retry", "encode", "hash_original",
            "MAX_RECORD_BYTES", "MAX_ORIGINAL_BYTES"]
 
 # Kafka refuses records over its max.message.bytes (1 MiB by default), and a refused write would
@@ -55,6 +57,60 @@ def dead_letter(reason: str, message: str, stage: str, now: float, *, attempts: 
             record["original"] = base64.b64encode(original).decode("ascii")
             record["original_base64"] = True
     return record
+
+
+def hash_original(record: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    """`[ttbridge] dlq_original = "hashed"`: the dead letter's original with the PII its input
+    shape reads (plan.hashed_user: emails, phones, external IDs, names, zip codes) hashed as
+    TikTok takes it; a value that cannot be hashed (an email that is not one, a phone with no
+    E.164 form, a wrong type) is removed rather than kept raw. An original that is not a JSON
+    object (or nested deeper than orjson writes) cannot be searched for PII: it is not kept.
+    Flagged `original_hashed`: such a record is no longer the producer's input, and replay does
+    not send it back as input."""
+    if record.get("original") is None:
+        return record
+    raw = base64.b64decode(record["original"]) if record["original_base64"] else record["original"]
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        doc = None
+    out = {k: v for k, v in record.items() if k not in ("original", "original_base64")}
+    out["original_hashed"] = True
+    if not isinstance(doc, dict):
+        return out
+    roots = [doc]
+    if plan.batch_path is not None:  # a batch: an event's paths are in each element of its array,
+        items = doc.get(plan.batch_path[0])  # and those under `batch.` in the message itself
+        roots = [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+    for f in plan.hashed_user:
+        for keys in f.paths:
+            if plan.batch_path is not None and keys[0] == "batch":
+                _hash_at(doc, keys[1:], f.convert)
+                continue
+            for root in roots:
+                _hash_at(root, keys, f.convert)
+    try:
+        out.update(original=orjson.dumps(doc).decode("utf-8"), original_base64=False)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes: not kept
+        pass
+    return out
+
+
+def _hash_at(root: Any, keys: tuple, convert) -> None:
+    if not keys:
+        return
+    parent = values.get(root, keys[:-1]) if len(keys) > 1 else root
+    last = keys[-1]
+    if not isinstance(parent, dict) or not isinstance(last, str) or last not in parent:
+        return
+    try:
+        hashed = convert(parent[last])
+    except (TypeError, ValueError, RecursionError):
+        hashed = None
+    if hashed:
+        parent[last] = hashed
+    else:
+        del parent[last]
 
 
 def dead_letter_from_retry(retry: dict, reason: str, message: str, now: float,

@@ -51,6 +51,7 @@ class Summary:
     to_retry: int = 0
     to_source: int = 0
     unreplayable: int = 0
+    hashed: int = 0                         # of unreplayable: originals stored hashed (dlq_original)
     unreadable: int = 0                     # not a JSON object: not a dead letter of ours
     limited: bool = False                   # stopped at --limit
     by_reason: dict[str, int] = field(default_factory=dict)
@@ -120,12 +121,15 @@ async def replay(settings: Settings, flt: Filter, dry_run: bool = False, out=sys
                         summary.by_reason[reason] = summary.by_reason.get(reason, 0) + 1
                         if target is None:
                             summary.unreplayable += 1
+                            summary.hashed += bool(record.get("original_hashed") and not record.get("request"))
                         elif target[0] == settings.topic_retry:
                             summary.to_retry += 1
                         else:
                             summary.to_source += 1
                         if dry_run:
-                            where = target[0] if target else "nowhere (no request and no original)"
+                            where = target[0] if target else (
+                                "nowhere (original stored hashed: not the input any more)"
+                                if record.get("original_hashed") else "nowhere (no request and no original)")
                             print(f"would move {tp.partition}:{msg.offset} reason={reason} "
                                   f"pixel={record.get('pixel_code')} -> {where}", file=out)
                         elif target is not None:
@@ -151,7 +155,9 @@ async def replay(settings: Settings, flt: Filter, dry_run: bool = False, out=sys
     print(f"scanned {summary.scanned}, matched {summary.matched}"
           f"{f' (stopped at --limit {limit})' if summary.limited else ''}: {verb} {summary.to_retry} to "
           f"{settings.topic_retry}, {summary.to_source} to their source topic; "
-          f"{summary.unreplayable} cannot be replayed; by reason {summary.by_reason}"
+          f"{summary.unreplayable} cannot be replayed"
+          f"{f' ({summary.hashed} with their original stored hashed)' if summary.hashed else ''}"
+          f"; by reason {summary.by_reason}"
           f"{f'; {summary.unreadable} not a dead letter (not a JSON object)' if summary.unreadable else ''}",
           file=out)
     return summary
@@ -188,7 +194,11 @@ def _target(settings: Settings, record: dict, now: float) -> tuple[str, bytes | 
                              record.get("first_failed_at", now),
                              error_info("replayed", f"replayed from the DLQ after {record.get('reason')}"))
         return settings.topic_retry, record["pixel_code"].encode(), orjson.dumps(retry)
-    if "original" in record and record.get("source") and not record.get("original_truncated"):
+    # A hashed original (dlq_original = "hashed") is not what the producer sent: sending it
+    # back as input would map hashes as if they were raw emails and phones.
+    if record.get("original_hashed") or record.get("original") is None:
+        return None
+    if record.get("source") and not record.get("original_truncated"):
         import base64
         raw = record["original"]
         value = base64.b64decode(raw) if record.get("original_base64") else raw.encode()

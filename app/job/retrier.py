@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 
 import orjson
@@ -103,6 +104,7 @@ class Retrier:
             auto_offset_reset="earliest", max_poll_records=self.settings.batch_max,
             **client_options(self.settings))
         await consumer.start()
+        group = f"{self.settings.app_id}-{topic}"
         resume_at: dict[TopicPartition, float] = {}
         try:
             while True:
@@ -113,6 +115,7 @@ class Retrier:
                         if tp in consumer.assignment():
                             consumer.resume(tp)
                 batches = await consumer.getmany(timeout_ms=500)
+                await self.metrics.refresh_lag(group, consumer, end_offsets=True)  # the tier's depth, every 5 s
                 due = []
                 for tp, messages in batches.items():
                     for msg in messages:
@@ -174,13 +177,12 @@ class Retrier:
             return [(dlq, key, value) for value in encode(dead_letter_from_retry(
                 record, "unknown_pixel", f"pixel {pixel_code} is no longer configured", now))]
         delivery = await self.sender.deliver(pixel, record["request"])
-        m.add("events_sent", delivery.accepted)
-        m.add("requests", delivery.requests)
+        m.delivered(pixel_code, record["request"], delivery)
         writes = []
         for body, answer in delivery.retry:
             step, tier = next_step(record, answer.verdict.action, now, self.tiers)
             if step == "retry":
-                m.add("events_retrying", len(body["data"]))
+                m.add("events_retrying", len(body["data"]), pixel=pixel_code)
                 # A token hold does not use up attempts: the events did nothing wrong.
                 attempt = record["attempt"] + (answer.verdict.action is not Action.HOLD)
                 writes += [(self.topics[tier], key, value) for value in encode(retry_record(
@@ -188,13 +190,13 @@ class Retrier:
                     record["first_failed_at"], answer.error()))]
             else:
                 reason = "hold_expired" if answer.verdict.action is Action.HOLD else "retries_exhausted"
-                m.add("dead_letters", reason=reason)
+                m.add("dead_letters", reason=reason, pixel=pixel_code)
                 dead = dead_letter_from_retry({**record, "request": body, "attempt": record["attempt"] + 1},
                                               reason, f"{answer.verdict.reason}: {answer.message}", now,
                                               code=answer.code)
                 writes += [(dlq, key, value) for value in encode(dead)]
         for body, answer in delivery.dead:
-            m.add("dead_letters", reason=answer.verdict.reason)
+            m.add("dead_letters", reason=answer.verdict.reason, pixel=pixel_code)
             dead = dead_letter_from_retry({**record, "request": body, "attempt": record["attempt"] + 1},
                                           answer.verdict.reason, answer.message, now, code=answer.code)
             writes += [(dlq, key, value) for value in encode(dead)]
@@ -204,6 +206,8 @@ class Retrier:
 def register(subparsers) -> None:
     p = subparsers.add_parser("retry-worker", help="run only the retry tiers (the worker runs them too)",
                               description="Consume the retry tier topics and re-send when due.")
+    p.add_argument("--web-port", type=int, default=None,
+                   help="port of /metrics and /healthz (default: TTBRIDGE_WEB_PORT, 6066)")
     p.set_defaults(func=_main)
 
 
@@ -214,16 +218,54 @@ def _main(args) -> int:
     if not settings.pixels:
         raise SettingsError("TIKTOK_PIXEL_CODE: set it (with TIKTOK_ACCESS_TOKEN), or configure [[pixels]]")
     logging.basicConfig(level=logging.WARNING, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    port = settings.web_port if args.web_port is None else args.web_port
 
     async def main() -> None:
-        sender = Sender(settings)
+        metrics = Metrics()
+        sender = Sender(settings, observe=metrics.request_observed)
+        metrics.gauge("requests_in_flight", "requests to the Events API on the wire", ("pixel",),
+                      sender.in_flight)
         try:
-            await Retrier(settings, sender, Metrics()).run()
+            web = await _serve(metrics, settings.web_host, port)
+        except OSError as e:
+            # Resending matters more than being scraped: say so (the probes will too) and go on.
+            log.error("retry worker: cannot serve /metrics and /healthz on %s:%s (%s)",
+                      settings.web_host, port, e)
+            web = None
+        run = asyncio.ensure_future(Retrier(settings, sender, metrics).run())
+        # SIGTERM (Kubernetes, compose) and SIGINT stop the tiers: what was committed is durable,
+        # the rest is re-read by the next retry worker. A clean stop exits 0.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, run.cancel)
+        try:
+            await run
+        except asyncio.CancelledError:
+            pass
         finally:
+            if web is not None:
+                await web.cleanup()
             await sender.close()
 
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(main())
     return 0
+
+
+async def _serve(metrics: Metrics, host: str, port: int):
+    """/metrics and /healthz, as the worker serves them (no other page)."""
+    from aiohttp import web
+
+    async def healthz(request):
+        return web.json_response({"status": "ok"})
+
+    async def serve_metrics(request):
+        return web.Response(body=metrics.render().encode(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", serve_metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -1,7 +1,10 @@
 """Topic specs (topics/*.json) and `ttbridge topics create`.
 
 The specs are the one source of truth for partitions, retention and schemas; the environment
-only renames topics. Creation is idempotent: an existing topic with the right partition count is
+only renames topics and sets the replication of all of them (TTBRIDGE_REPLICATION_FACTOR,
+TTBRIDGE_MIN_INSYNC_REPLICAS), faust's own topics included: they are created here too, before
+faust would create them its own way. `ttbridge topics strimzi` writes the same topics as Strimzi
+KafkaTopic resources. Creation is idempotent: an existing topic with the right partition count is
 fine, a mismatch is reported and left alone (adding partitions would move keys between
 partitions and break the click join's co-partitioning).
 """
@@ -9,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import orjson
 
@@ -20,7 +24,7 @@ from app.job.kafka_security import client_options, why_unreachable
 from app.settings import Settings, input_topics
 
 __all__ = ["TopicSpec", "specs_dir", "load_specs", "retry_tier_topic", "create_topics", "partition_count",
-           "register"]
+           "faust_topics", "replication_problem", "strimzi_topics", "register"]
 
 ROLES = ("clicks", "tracking-events", "tiktok-retry", "tiktok-dlq")
 
@@ -50,15 +54,33 @@ def retry_tier_topic(settings: Settings, tier: int) -> str:
     return settings.topic_retry if tier == 1 else f"{settings.topic_retry}-{tier}"
 
 
+def faust_topics(settings: Settings) -> dict[str, tuple[str, int, dict[str, str]]]:
+    """Role → (name, partitions, config) of the topics faust would create itself: the clicks
+    table's changelog (as app/job/clicks.py declares it: compacted, and forgetting clicks past the
+    attribution window) and the leader topic of faust's partition assignor. Created here first,
+    so they get the replication settings like every other topic."""
+    return {
+        "clicks-changelog": (f"{settings.app_id}-clicks-changelog", settings.partitions,
+                             {"cleanup.policy": "compact,delete",
+                              "retention.ms": str(int(settings.attribution_window_days * 86400 * 1000))}),
+        "assignor-leader": (f"{settings.app_id}-__assignor-__leader", 1, {}),
+    }
+
+
 def load_specs(settings: Settings) -> dict[str, TopicSpec]:
     """Role → TopicSpec with the names in force: clicks, tracking-events, tiktok-retry, tiktok-dlq,
-    plus the two repartition topics ("clicks-by-click-id", "events-by-click-id")."""
+    further input topics ("input:<topic>"), the retry tiers ("tiktok-retry-<n>"), the two
+    repartition topics ("clicks-by-click-id", "events-by-click-id") and faust's own
+    ("clicks-changelog", "assignor-leader"). Every one has the replication settings in force."""
     names = {"clicks": settings.topic_clicks, "tracking-events": settings.topic_events,
              "tiktok-retry": settings.topic_retry, "tiktok-dlq": settings.topic_dlq}
+    rf = settings.replication_factor
+    # Unset: the broker's own min.insync.replicas (Kafka's default is 1).
+    isr = {} if settings.min_insync_replicas is None else {"min.insync.replicas": str(settings.min_insync_replicas)}
     out = {}
     for role in ROLES:
         doc = read_spec(role)
-        out[role] = TopicSpec(names[role], doc["partitions"], doc["replication_factor"], doc["config"])
+        out[role] = TopicSpec(names[role], doc["partitions"], rf, {**doc["config"], **isr})
     # Further input topics ([[inputs]]) are tracking-event topics like the first.
     events = out["tracking-events"]
     for input_ in input_topics(settings):
@@ -75,14 +97,38 @@ def load_specs(settings: Settings) -> dict[str, TopicSpec]:
     for doc in internal:
         role = doc["name"].removeprefix("{app_id}-")
         # settings.partitions wins so tests and operators can size the join in one place.
-        out[role] = TopicSpec(doc["name"].format(app_id=settings.app_id), settings.partitions,
-                              doc["replication_factor"], doc["config"])
+        out[role] = TopicSpec(doc["name"].format(app_id=settings.app_id), settings.partitions, rf,
+                              {**doc["config"], **isr})
+    for role, (name, partitions, config) in faust_topics(settings).items():
+        out[role] = TopicSpec(name, partitions, rf, {**config, **isr})
     return out
 
 
-async def create_topics(settings: Settings, specs: dict[str, TopicSpec] | None = None) -> list[str]:
+def replication_problem(replication_factor: int, brokers: int) -> tuple[str, str] | None:
+    """("refuse" | "warn", the line to say) when the replication factor does not suit a cluster
+    of `brokers` brokers, else None."""
+    if replication_factor > brokers:
+        return ("refuse", f"replication factor {replication_factor} (TTBRIDGE_REPLICATION_FACTOR) is more "
+                          f"than the {brokers} broker(s) of the cluster: Kafka cannot place the copies; "
+                          f"set it to at most {brokers}")
+    if replication_factor == 1 and brokers > 1:
+        return ("warn", f"replication factor 1 on a cluster of {brokers} brokers: losing one broker loses "
+                        "topics' data; set TTBRIDGE_REPLICATION_FACTOR (e.g. 3) and TTBRIDGE_MIN_INSYNC_REPLICAS "
+                        "(e.g. 2)")
+    return None
+
+
+def _warn(line: str) -> None:
+    print(f"ttbridge topics: warning: {line}", file=sys.stderr)
+
+
+async def create_topics(settings: Settings, specs: dict[str, TopicSpec] | None = None,
+                        warn: Callable[[str], None] = _warn) -> list[str]:
     """Create missing topics. Returns one line per topic saying what happened; raises
-    RuntimeError listing every partition-count mismatch, or saying why no broker let us in."""
+    RuntimeError listing every partition-count mismatch, saying why no broker let us in, or
+    refusing a replication factor above the broker count. A replication factor of 1 on several
+    brokers, or an existing topic replicated otherwise than the settings say, is `warn`ed about
+    (one line each; by default on stderr)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
@@ -98,25 +144,38 @@ async def create_topics(settings: Settings, specs: dict[str, TopicSpec] | None =
         await admin.close()
         raise RuntimeError(await why_unreachable(settings)) from None
     try:
-        before = await _partition_counts(admin, names)
+        brokers = len((await admin.describe_cluster())["brokers"])
+        before = await _layout(admin, names)
         missing = [s for s in specs.values() if s.name not in before]
+        problem = replication_problem(settings.replication_factor, brokers)
+        # Only creation needs the copies placed: a broker down for a rolling restart must not stop
+        # a worker whose topics all exist.
+        if problem and problem[0] == "refuse" and missing:
+            raise RuntimeError(problem[1])
+        if problem and problem[0] == "warn":
+            warn(problem[1])
         if missing:
             try:
                 await admin.create_topics([NewTopic(s.name, s.partitions, s.replication_factor,
                                                     topic_configs=dict(s.config)) for s in missing])
             except TopicAlreadyExistsError:
                 pass  # another worker raced us to it: the check below still applies
-        after = await _partition_counts(admin, names, expect_all=True)
+        after = await _layout(admin, names, expect_all=True)
     finally:
         await admin.close()
     lines, mismatches = [], []
     for spec in specs.values():
-        has = after.get(spec.name)
+        has, replicas = after.get(spec.name, (None, None))
+        if spec.name in before and replicas != spec.replication_factor:
+            # Changing it is a partition reassignment (kafka-reassign-partitions.sh), not ours to do.
+            warn(f"{spec.name}: has replication factor {replicas}, TTBRIDGE_REPLICATION_FACTOR says "
+                 f"{spec.replication_factor} (left as it is)")
         if has != spec.partitions:
             mismatches.append(f"{spec.name}: has {has} partitions, spec says {spec.partitions} "
                               "(left as it is: fix it by hand, on purpose)")
         else:
-            lines.append(f"{spec.name}: {'exists' if spec.name in before else 'created'} ({has} partitions)")
+            lines.append(f"{spec.name}: {'exists' if spec.name in before else 'created'} ({has} partitions, "
+                         f"replication factor {replicas})")
     if mismatches:
         raise RuntimeError("; ".join(mismatches))
     return lines
@@ -136,10 +195,15 @@ async def partition_count(bootstrap: str, topic: str, security: Mapping[str, Any
         await admin.close()
 
 
-async def _partition_counts(admin, names: list[str], expect_all: bool = False,
-                            settle_s: float = 15.0) -> dict[str, int]:
-    """Partition count of each named topic that exists. A topic just created may be missing from
-    metadata or answer LEADER_NOT_AVAILABLE for a moment: wait for it rather than misreport it."""
+async def _partition_counts(admin, names: list[str]) -> dict[str, int]:
+    return {name: partitions for name, (partitions, _) in (await _layout(admin, names)).items()}
+
+
+async def _layout(admin, names: list[str], expect_all: bool = False,
+                  settle_s: float = 15.0) -> dict[str, tuple[int, int]]:
+    """(partition count, replication factor) of each named topic that exists. A topic just
+    created may be missing from metadata or answer LEADER_NOT_AVAILABLE for a moment: wait for it
+    rather than misreport it."""
     unknown_topic = 3
     deadline = asyncio.get_running_loop().time() + settle_s
     while True:
@@ -148,20 +212,64 @@ async def _partition_counts(admin, names: list[str], expect_all: bool = False,
         settling = [t for t in meta if t["error_code"] not in (0, unknown_topic)]
         complete = not expect_all or len(meta) == len(set(names))
         if (complete and not settling) or asyncio.get_running_loop().time() > deadline:
-            return {t["topic"]: len(t["partitions"]) for t in meta if t["error_code"] == 0}
+            return {t["topic"]: (len(t["partitions"]), max(len(p["replicas"]) for p in t["partitions"]))
+                    for t in meta if t["error_code"] == 0}
         await asyncio.sleep(0.2)
+
+
+STRIMZI_API_VERSION = "kafka.strimzi.io/v1beta2"
+
+
+def _resource_name(topic: str) -> str:
+    """A Kubernetes resource name (DNS-1123 subdomain) for a topic name, which may hold '_' and
+    capitals that Kubernetes refuses."""
+    name = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9.-]+", "-", topic.lower())).strip("-.")
+    return name[:253].rstrip("-.")
+
+
+def strimzi_topics(settings: Settings, cluster: str) -> str:
+    """Every topic of load_specs as a Strimzi KafkaTopic, as one YAML stream. Written by hand (the
+    scalars JSON-quoted, which YAML reads as they are): PyYAML is not a dependency of the job."""
+    q = lambda value: orjson.dumps(value).decode()  # noqa: E731
+    docs, seen = [], {}
+    for spec in load_specs(settings).values():
+        name = _resource_name(spec.name)
+        if name in seen:
+            raise ValueError(f"topics {seen[name]!r} and {spec.name!r} would both be KafkaTopic {name!r}")
+        seen[name] = spec.name
+        lines = [f"apiVersion: {STRIMZI_API_VERSION}", "kind: KafkaTopic", "metadata:", f"  name: {q(name)}",
+                 "  labels:", f"    strimzi.io/cluster: {q(cluster)}", "    app.kubernetes.io/part-of: ttbridge",
+                 "spec:"]
+        if name != spec.name:  # Strimzi's advice: topicName only when metadata.name cannot be it
+            lines.append(f"  topicName: {q(spec.name)}")
+        lines += [f"  partitions: {spec.partitions}", f"  replicas: {spec.replication_factor}",
+                  "  config:" if spec.config else "  config: {}"]
+        lines += [f"    {key}: {q(value)}" for key, value in sorted(spec.config.items())]
+        docs.append("\n".join(lines) + "\n")
+    return "---\n".join(docs)
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("topics", help="create ttbridge's topics from the specs in topics/",
-                              description="Create topics idempotently from topics/*.json.")
-    sub = p.add_subparsers(dest="action", required=True, metavar="{create}")
+                              description="Create topics idempotently from topics/*.json, or print them as "
+                                          "Strimzi KafkaTopic resources.")
+    sub = p.add_subparsers(dest="action", required=True, metavar="{create,strimzi}")
     sub.add_parser("create", help="create missing topics; report partition-count mismatches")
+    strimzi = sub.add_parser(
+        "strimzi", help="print every topic as a Strimzi KafkaTopic (YAML)",
+        description="Print every topic ttbridge and faust use as a Strimzi KafkaTopic (YAML on stdout): "
+                    "names, partitions and configs from topics/*.json and the environment, replicas from "
+                    "TTBRIDGE_REPLICATION_FACTOR, min.insync.replicas from TTBRIDGE_MIN_INSYNC_REPLICAS.")
+    strimzi.add_argument("--cluster", default="my-cluster",
+                         help="the Strimzi Kafka cluster (label strimzi.io/cluster; default: my-cluster)")
     p.set_defaults(func=_main)
 
 
 def _main(args) -> int:
     from app.settings import load
+    if args.action == "strimzi":
+        sys.stdout.write(STRIMZI_HEADER + strimzi_topics(load(), args.cluster))
+        return 0
     try:
         for line in asyncio.run(create_topics(load())):
             print(line)
@@ -169,3 +277,6 @@ def _main(args) -> int:
         print(f"ttbridge topics: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+STRIMZI_HEADER = "# Generated by `ttbridge topics strimzi` from topics/*.json: do not edit, regenerate.\n"

@@ -50,6 +50,9 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
         store="rocksdb://",
         datadir=settings.data_dir,
         topic_partitions=settings.partitions,
+        # For any topic faust creates itself; app.job.topics creates its changelog and leader
+        # topic first, with min.insync.replicas too (faust has no setting for that).
+        topic_replication_factor=settings.replication_factor,
         # faust reads no environment variable: by default its settings read ~80 names (WEB_PORT,
         # WEB_HOST, BROKER_URL, APP_WEB_TABLES_ENABLED, ...) that override the code, and a
         # Kubernetes Service named `web` injects WEB_PORT=tcp://10.0.0.1:6066, which crashes

@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import aiohttp
 import orjson
@@ -80,10 +81,15 @@ class _Limiter:
             self.limit += 1
 
 
+# observe(pixel code, events in the request, seconds, answer): called once per POST (metrics).
+Observe = Callable[[str, int, float, Answer], None]
+
+
 class Sender:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, observe: Observe | None = None) -> None:
         self.url = settings.track_url
         self.settings = settings
+        self.observe = observe
         self._session: aiohttp.ClientSession | None = None
         self._limiters: dict[str, _Limiter] = {}
         self._hold_logged: dict[str, float] = {}
@@ -109,6 +115,10 @@ class Sender:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def in_flight(self) -> dict[tuple[str], int]:
+        """{(pixel code,): requests on the wire} (a gauge read at scrape time)."""
+        return {(code,): lim.in_flight for code, lim in self._limiters.items()}
 
     def limiter(self, pixel_code: str) -> _Limiter:
         lim = self._limiters.get(pixel_code)
@@ -156,6 +166,7 @@ class Sender:
             if wait > 0:
                 await asyncio.sleep(wait)
             self.requests += 1
+            started = time.monotonic()
             try:
                 async with self._session.post(self.url, data=payload, headers=headers) as resp:
                     status, raw = resp.status, await resp.read()
@@ -163,10 +174,17 @@ class Sender:
                 raise
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
                 # str(e) can quote the answer: aiohttp cites a malformed status line in full.
-                return Answer(TRANSPORT, None, None, redact(f"{type(e).__name__}: {e}", 500))
+                answer = Answer(TRANSPORT, None, None, redact(f"{type(e).__name__}: {e}", 500))
+                self._observed(pixel.code, body, started, answer)
+                return answer
         answer = _read_answer(status, raw)
+        self._observed(pixel.code, body, started, answer)
         self._adapt(pixel.code, limiter, answer)
         return answer
+
+    def _observed(self, pixel_code: str, body: dict, started: float, answer: Answer) -> None:
+        if self.observe is not None:
+            self.observe(pixel_code, len(body["data"]), time.monotonic() - started, answer)
 
     def _adapt(self, pixel_code: str, limiter: _Limiter, answer: Answer) -> None:
         if answer.verdict.slows_down:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -15,8 +16,11 @@ from app.job.records import (
     dead_letter,
     dead_letter_from_retry,
     encode,
+    hash_original,
     retry_record,
 )
+from app.mapping.events import MappingConfig
+from app.settings import SettingsError, load
 from app.tiktok.outcomes import TRANSPORT, Action, Verdict, error_info
 from app.tiktok.redact import SECRETS
 from app.tiktok.sender import Answer
@@ -235,3 +239,117 @@ def test_one_event_alone_over_the_limit_drops_its_request_but_keeps_the_reason()
     assert piece["request"] is None and piece["reason"] == "tiktok_40002"
     assert piece["message"].startswith("request of ") and piece["message"].endswith("bad")
     valid(DLQ, piece)
+
+
+# ---------------------------------------------------------------- dlq_original = "hashed"
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def test_with_dlq_original_hashed_an_invalid_currency_dead_letter_keeps_its_original_hashed():
+    # Through the forwarder, as the worker makes it: the Segment event's email is hashed as TikTok
+    # takes it (trimmed, lower case), its phone in E.164, its userId as is; the rest stays.
+    from tests.job import test_forwarder as f
+
+    settings = load({**f.ENV}, dlq_original="hashed")
+    t = f.setup(settings)
+    bad = {"type": "track", "event": "Order Completed", "messageId": "m-1", "timestamp": f.NOW - 30,
+           "userId": "user_123",
+           "context": {"traits": {"email": " Jane.Doe@Example.COM ", "phone": "+33 6 12 34 56 78",
+                                  "firstName": "Jane"}, "ip": "203.0.113.7"},
+           "properties": {"value": 10, "currency": "ZZZ"}}
+    before, after = await f.run(t, f.Record(0, entries=[f.entry(bad, 10), f.entry(f.track("m-2"), 11)]))
+
+    assert len(t.sender.bodies[0]["data"]) == 1  # its neighbour is sent
+    [(role, key, record)] = t.write.records
+    assert (role, key) == ("dlq", b"tracking-events")
+    hashed = {**bad, "userId": sha("user_123"),
+              "context": {"traits": {"email": sha("jane.doe@example.com"), "phone": sha("+33612345678"),
+                                     "firstName": sha("jane")}, "ip": "203.0.113.7"}}
+    assert record == f.dlq("invalid_currency",
+                           "properties.currency: 'ZZZ' is not an ISO-4217 code TikTok accepts", "map",
+                           f.failed_at(record, before, after), source=f.at_offset(10),
+                           original=orjson.dumps(hashed).decode(), original_base64=False,
+                           original_hashed=True)
+    valid(DLQ, record)
+    assert "Jane.Doe" not in orjson.dumps(record).decode()
+
+
+def test_a_pii_value_that_cannot_be_hashed_is_removed_and_input_that_is_not_json_is_not_kept():
+    # Any text is hashed as an email (as TikTok's normalisation does); a phone with no E.164 form
+    # and a zip that is no text have no hash: they are removed, never kept raw.
+    plan = MappingConfig().plan
+    event = {"event": "Order Completed", "context": {"traits": {"email": "not an email", "phone": "12",
+                                                                "zip": {"deep": ["x"]}}},
+             "traits": {"email": "a@b.co"}, "properties": {"currency": "ZZZ"}}
+    record = hash_original(dead_letter("invalid_currency", "x", "map", 1.0, source=SOURCE,
+                                       original=orjson.dumps(event)), plan)
+    assert orjson.loads(record["original"]) == {
+        "event": "Order Completed", "context": {"traits": {"email": sha("not an email")}},
+        "traits": {"email": sha("a@b.co")},
+        "properties": {"currency": "ZZZ"}}
+    assert (record["original_base64"], record["original_hashed"]) == (False, True)
+    valid(DLQ, record)
+    for raw in (b'{"context": {"traits": {"email": "jane@example.com"', b"\xff\xfe", b"[1, 2]"):
+        record = hash_original(dead_letter("invalid_json", "x", "decode", 1.0, source=SOURCE, original=raw),
+                               plan)
+        assert record == {**dead_letter("invalid_json", "x", "decode", 1.0, source=SOURCE),
+                          "original_hashed": True}
+        valid(DLQ, record)
+    # A record without an original (a TikTok request, hashed already) is left as it is.
+    request = dead_letter("tiktok_40002", "x", "send", 1.0, request=REQUEST, pixel_code=PIXEL)
+    assert hash_original(request, plan) is request
+
+
+def test_dlq_original_is_raw_or_hashed(tmp_path):
+    assert load({}).dlq_original == "raw"
+    config = tmp_path / "ttbridge.toml"
+    config.write_text('[ttbridge]\ndlq_original = "hashed"\n')
+    assert load({"TTBRIDGE_CONFIG": str(config)}).dlq_original == "hashed"
+    config.write_text('[ttbridge]\ndlq_original = "sha256"\n')
+    with pytest.raises(SettingsError) as e:
+        load({"TTBRIDGE_CONFIG": str(config)})
+    assert str(e.value) == 'TTBRIDGE_CONFIG [ttbridge].dlq_original: expected "raw" or "hashed", got \'sha256\''
+
+
+def test_with_dlq_original_hashed_the_intake_hashes_what_it_refuses_and_keeps_clicks_as_they_are():
+    from aiokafka import TopicPartition
+
+    from app.job.intake import Intake
+    from app.job.metrics import Metrics
+    from app.settings import mapping_config
+
+    settings = load({}, dlq_original="hashed")
+    intake = Intake(settings, mapping_config(settings), None, Metrics())
+    bad = {"type": "track", "event": 42, "context": {"traits": {"email": "Jane@Example.com"}}}
+    click = b'{"ttclid": "E.C.P.x", "timestamp": "2026-01-01T00:00:00Z"}'  # no click_id
+    writes = intake.decode({TopicPartition("tracking-events", 0): [_msg("tracking-events", 5, orjson.dumps(bad))],
+                            TopicPartition("clicks", 0): [_msg("clicks", 6, click)]}, 1.0)
+    [event_dlq, click_dlq] = [orjson.loads(v) for role, _, v in writes if role == "dlq"]
+    assert event_dlq == {**dead_letter("invalid_event_name", event_dlq["message"], "decode", 1.0,
+                                       source={"topic": "tracking-events", "partition": 0, "offset": 5}),
+                         "original": orjson.dumps({**bad, "context": {"traits": {"email": sha("jane@example.com")}}}
+                                                  ).decode(),
+                         "original_base64": False, "original_hashed": True}
+    assert click_dlq["reason"] == "missing_click_id" and click_dlq["original"] == click.decode()
+    assert "original_hashed" not in click_dlq
+
+
+def _msg(topic: str, offset: int, value: bytes):
+    from types import SimpleNamespace
+    return SimpleNamespace(topic=topic, partition=0, offset=offset, value=value, key=None, timestamp=0)
+
+
+def test_a_batchs_identities_are_hashed_once_in_the_message():
+    # mParticle: the identities are the batch's (`batch.user_identities.*`), hashed in the message.
+    from app.mapping.spec import load_preset
+
+    plan = MappingConfig(spec=load_preset("mparticle")).plan
+    message = {"events": [{"event_type": "commerce_event", "data": {}}, 7],
+               "user_identities": {"customer_id": "CUST-1001", "email": " Jane.Doe@Example.com ",
+                                   "mobile_number": "+44 7700 900123"}, "ip": "203.0.113.4"}
+    record = hash_original(dead_letter("invalid_event", "x", "decode", 1.0, source=SOURCE,
+                                       original=orjson.dumps(message)), plan)
+    assert orjson.loads(record["original"]) == {**message, "user_identities": {
+        "customer_id": sha("CUST-1001"), "email": sha("jane.doe@example.com"), "mobile_number": sha("+447700900123")}}

@@ -140,3 +140,28 @@ async def read_raw(bootstrap: str, topic: str, expect: int) -> list[bytes]:
     finally:
         await consumer.stop()
     return out
+
+
+async def test_a_dead_letter_whose_original_is_hashed_is_not_replayed_and_is_counted(kafka_bootstrap, unique):
+    from app.job.records import hash_original
+    from app.mapping.events import MappingConfig
+
+    event = {"type": "track", "event": "Order Completed", "context": {"traits": {"email": "jane@example.com"}},
+             "properties": {"currency": "ZZZ"}}
+    hashed = hash_original(dead_letter("invalid_currency", "x", "map", 5.0, source=SOURCE,
+                                       original=orjson.dumps(event)), MappingConfig().plan)
+    assert _target(SETTINGS, hashed, 100.0) is None
+    env = await dead_letters_on_a_dlq(kafka_bootstrap, unique, 2)
+    source = {"topic": env["TTBRIDGE_TOPIC_EVENTS"], "partition": 0, "offset": 9}
+    await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_DLQ"], [
+        raw for i in range(3) for raw in encode({**hashed, "source": {**source, "offset": 9 + i}})])
+    out = io.StringIO()
+    summary = await replay(load(env), Filter(), out=out, progress=io.StringIO())
+    assert (summary.scanned, summary.matched, summary.to_source, summary.unreplayable, summary.hashed) == (
+        6, 5, 2, 3, 3)
+    assert out.getvalue() == (
+        f"scanned 6, matched 5: moved 0 to retry-{unique}, 2 to their source topic; 3 cannot be replayed "
+        "(3 with their original stored hashed); by reason {'invalid_json': 2, 'invalid_currency': 3}; "
+        "1 not a dead letter (not a JSON object)\n")
+    # Only the two raw originals went back to the input topic.
+    assert await read_raw(kafka_bootstrap, env["TTBRIDGE_TOPIC_EVENTS"], 2) == [b"{bad 0", b"{bad 1"]

@@ -56,8 +56,8 @@ async def test_the_pages_are_the_jobs_counters_and_readiness(app):
                                              "pending": 0})
     content_type, text = await metrics(view, None)
     assert content_type == "text/plain; version=0.0.4"
-    assert "ttbridge_events_in_total 3\n" in text
-    assert 'ttbridge_dead_letters_total{reason="invalid_json"} 1\n' in text
+    assert "ttbridge_events_in_total 3.0\n" in text  # prometheus_client writes floats
+    assert 'ttbridge_dead_letters_total{pixel="",reason="invalid_json"} 1.0\n' in text
 
 
 def test_the_job_registers_its_agents_tasks_and_timer(app):

@@ -1,8 +1,11 @@
-"""End to end over SASL_SSL (SCRAM-SHA-512, the broker's CA verified): a worker process creates
-its topics, joins a conversion to its click and delivers it to the fake Events API, every client
-of it on the secured listener; restarted on an empty state dir, it restores the clicks table
-from its changelog over the same listener and joins again. The password never reaches its log."""
+"""End to end over SASL_SSL (SCRAM-SHA-512, the broker's CA verified) and over SSL (a client
+certificate, its key encrypted): a worker process creates its topics, joins a conversion to its
+click and delivers it to the fake Events API, every client of it on the secured listener;
+restarted on an empty state dir, it restores the clicks table from its changelog over the same
+listener and joins again. The password (and the key's password) never reaches its log."""
 import time
+
+import pytest
 
 from app.devtools.kafka_local import free_port
 from app.devtools.worker_process import WorkerProcess, produce_json
@@ -17,10 +20,14 @@ def conversion(i: int, now: float) -> dict:
             "properties": {"click_id": "c-secured", "order_id": i, "value": 10, "currency": "EUR"}}
 
 
-async def test_a_worker_delivers_over_sasl_ssl(secured_kafka, fake, unique, tmp_path):
+@pytest.mark.parametrize("protocol, mechanism, client_certificate", [
+    ("SASL_SSL", "SCRAM-SHA-512", False), ("SSL", None, True)], ids=["sasl_ssl", "ssl"])
+async def test_a_worker_delivers_over_a_secured_listener(secured_kafka, fake, unique, tmp_path, protocol,
+                                                         mechanism, client_certificate):
     config = tmp_path / "ttbridge.toml"
     config.write_text("[ttbridge]\nbatch_window_s = 0.2\njoin_wait_s = 4\npartitions = 3\n")
-    env = {**secured_kafka.env("SASL_SSL", "SCRAM-SHA-512"), "TTBRIDGE_CONFIG": str(config),
+    env = {**secured_kafka.env(protocol, mechanism, client_certificate=client_certificate),
+           "TTBRIDGE_CONFIG": str(config),
            "TIKTOK_API_URL": fake.base_url, "TIKTOK_ACCESS_TOKEN": TOKEN_A, "TIKTOK_PIXEL_CODE": PIXEL_A,
            "TTBRIDGE_APP_ID": f"sec{unique}", "TTBRIDGE_DATA_DIR": str(tmp_path / "state"),
            "TTBRIDGE_WEB_PORT": str(free_port()),
@@ -32,7 +39,7 @@ async def test_a_worker_delivers_over_sasl_ssl(secured_kafka, fake, unique, tmp_
     log = tmp_path / "worker.log"
 
     worker = WorkerProcess(env, log, loglevel="info")
-    worker.start()  # it creates the topics itself, over SASL_SSL
+    worker.start()  # it creates the topics itself, over the secured listener
     try:
         await worker.wait_ready()
         await produce_json(settings.bootstrap_servers, settings.topic_clicks,
@@ -40,7 +47,7 @@ async def test_a_worker_delivers_over_sasl_ssl(secured_kafka, fake, unique, tmp_
                            key=lambda c: c["click_id"], security=security)
         await produce_json(settings.bootstrap_servers, settings.topic_events, [conversion(1, now)],
                            security=security)
-        await wait_accepted(fake, 1, "the conversion over SASL_SSL", timeout=60)
+        await wait_accepted(fake, 1, f"the conversion over {protocol}", timeout=60)
     finally:
         assert worker.stop() == 0, worker.log_tail()
 
@@ -63,4 +70,4 @@ async def test_a_worker_delivers_over_sasl_ssl(secured_kafka, fake, unique, tmp_
     # No client fell back or kept retrying: the intake, the retry tiers and the restore all got in.
     for failure in ("the intake failed", "retry tier", "bulk restore of", "Unable connect", "Traceback"):
         assert failure not in text, failure
-    assert PASSWORD not in text
+    assert PASSWORD not in text and secured_kafka.certs.client_key_password not in text

@@ -73,9 +73,9 @@ class Intake:
             session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
             max_partition_fetch_bytes=2 * s.max_message_bytes, **client_options(s))
-        await consumer.start()
-        self.metrics.watch_consumer(self.group, consumer)  # broker connectivity and lag, when scraped
         try:
+            await consumer.start()  # inside: a start that fails is stopped too (no leaked client)
+            self.metrics.watch_consumer(self.group, consumer)  # broker connectivity and lag, when scraped
             consumer.subscribe(self.topics)
             while True:
                 batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=s.batch_max)

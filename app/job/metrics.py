@@ -190,15 +190,19 @@ class Metrics:
                 continue
         self._lag[group] = lag
 
-    def broker_connected(self) -> int:
-        """1 when a watched consumer had a fetch answer within BROKER_SILENT_S."""
+    def watching(self) -> bool:
+        """Whether a consumer is watched, i.e. broker_connected() has anything to tell."""
+        return bool(self._consumers)
+
+    def broker_connected(self, silent_s: float = BROKER_SILENT_S) -> int:
+        """1 when a watched consumer had a fetch answer within `silent_s` (the gauge: BROKER_SILENT_S)."""
         now_ms = time.time() * 1000
         for consumer in self._consumers.values():
             try:
                 stamps = [consumer.last_poll_timestamp(tp) for tp in consumer.assignment()]
             except Exception:  # noqa: BLE001 - a consumer stopping: not connected
                 continue
-            if any(s is not None and now_ms - s <= BROKER_SILENT_S * 1000 for s in stamps):
+            if any(s is not None and now_ms - s <= silent_s * 1000 for s in stamps):
                 return 1
         return 0
 

@@ -17,6 +17,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from app.job import logs
 from app.job.durable import BatchWriter, write_durably
 from app.job.kafka_security import client_options
 from app.job.metrics import Metrics
@@ -103,10 +104,10 @@ class Retrier:
             group_id=f"{self.settings.app_id}-{topic}", enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=self.settings.batch_max,
             **client_options(self.settings))
-        await consumer.start()
         group = f"{self.settings.app_id}-{topic}"
         resume_at: dict[TopicPartition, float] = {}
         try:
+            await consumer.start()  # inside: a start that fails is stopped too (no leaked client)
             while True:
                 now = time.time()
                 for tp, at in list(resume_at.items()):
@@ -208,6 +209,9 @@ def register(subparsers) -> None:
                               description="Consume the retry tier topics and re-send when due.")
     p.add_argument("--web-port", type=int, default=None,
                    help="port of /metrics and /healthz (default: TTBRIDGE_WEB_PORT, 6066)")
+    p.add_argument("--log-format", choices=logs.FORMATS, default="text",
+                   help="text (default) or json: one JSON object per line (time, level, logger, message, "
+                        "exception)")
     p.set_defaults(func=_main)
 
 
@@ -217,7 +221,8 @@ def _main(args) -> int:
     settings = load()
     if not settings.pixels:
         raise SettingsError("TIKTOK_PIXEL_CODE: set it (with TIKTOK_ACCESS_TOKEN), or configure [[pixels]]")
-    logging.basicConfig(level=logging.WARNING, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format=logs.TEXT_FORMAT)
+    logs.install(args.log_format)  # the same rate limit on reconnect errors as the worker's
     port = settings.web_port if args.web_port is None else args.web_port
 
     async def main() -> None:

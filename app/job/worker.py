@@ -18,7 +18,7 @@ import threading
 import faust
 from faust.worker import Worker
 
-from app.job import faust_internals
+from app.job import faust_internals, logs
 from app.job.clicks import Clicks, restore_before_start
 from app.job.durable import BatchWriter
 from app.job.forwarder import Forwarder
@@ -181,12 +181,24 @@ async def healthz(view, request):
     return view.json({"status": "ok"})
 
 
+# /readyz turns false once the intake's consumer has had no fetch answer for this long: a worker
+# that cannot reach the broker delivers nothing, and its probe should say so (faust's own state
+# stays "recovered, not rebalancing" through an outage). Shorter than the gauge's BROKER_SILENT_S:
+# readiness is what an operator's probe and alert see first.
+READY_BROKER_SILENT_S = 15.0
+
+
 async def readyz(view, request):
     app = view.app
     recovered = faust_internals.recovery_completed(app)
-    ready = recovered and not app.rebalancing
-    return view.json({"ready": ready, "recovered": recovered, "rebalancing": app.rebalancing},
-                     status=200 if ready else 503)
+    metrics = app.ttbridge.metrics
+    # Until the intake's consumer exists there is no fetch to judge by (faust's recovery is).
+    broker = not metrics.watching() or bool(metrics.broker_connected(READY_BROKER_SILENT_S))
+    ready = recovered and not app.rebalancing and broker
+    page = {"ready": ready, "recovered": recovered, "rebalancing": app.rebalancing}
+    if not broker:
+        page["reason"] = f"no fetch answer from the broker for {READY_BROKER_SILENT_S:g} s"
+    return view.json(page, status=200 if ready else 503)
 
 
 async def metrics(view, request):
@@ -211,12 +223,19 @@ class BoundedWorker(Worker):
     nothing is lost, since only durable outcomes were acked; the next owner re-reads the rest.
     """
 
-    def __init__(self, app: faust.App, *, shutdown_bound_s: float, **kwargs) -> None:
-        super().__init__(app, **kwargs)
+    def __init__(self, app: faust.App, *, shutdown_bound_s: float, log_format: str = "text", **kwargs) -> None:
+        # With JSON logs nothing but log lines may reach stdout: no banner, no "OK ^".
+        super().__init__(app, quiet=kwargs.pop("quiet", log_format == "json"), **kwargs)
         self.shutdown_bound_s = shutdown_bound_s
+        self.log_format = log_format
         # faust's start-up spinner sets the root logger to DEBUG at log levels >= WARN, so
         # every debug call in faust and aiokafka would build a log record on the hot path.
         self.spinner = None
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        # mode's hook, after faust replaced the root logger's handlers with its own.
+        super().on_setup_root_logger(logger, level)
+        logs.install(self.log_format, logger=logger)
 
     async def on_stop(self) -> None:
         # mode's Service hook, called first thing when the worker stops (a signal or a crash).
@@ -237,6 +256,9 @@ def register(subparsers) -> None:
     p.add_argument("--loglevel", default="warning", help="faust log level (default: warning)")
     p.add_argument("--no-retry", action="store_true",
                    help="do not run the retry tiers in this process (run `ttbridge retry-worker`)")
+    p.add_argument("--log-format", choices=logs.FORMATS, default="text",
+                   help="text (default) or json: one JSON object per line (time, level, logger, message, "
+                        "exception)")
     p.add_argument("--no-bulk-restore", action="store_true",
                    help="leave restoring the clicks table to faust, record by record (by default every "
                         "partition is restored in bulk before the worker joins: with many workers and "
@@ -246,8 +268,8 @@ def register(subparsers) -> None:
 
 def _main(args) -> int:
     # faust configures logging when its worker starts; until then (topics, restore) log alike.
-    logging.basicConfig(level=args.loglevel.upper(),
-                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    logging.basicConfig(level=args.loglevel.upper(), format=logs.TEXT_FORMAT)
+    logs.install(args.log_format)
     settings = load()
     if not settings.pixels:
         raise SettingsError("TIKTOK_PIXEL_CODE: set it (with TIKTOK_ACCESS_TOKEN), or configure "
@@ -269,6 +291,6 @@ def _main(args) -> int:
     # (bench/README.md, step 10).
     gc.freeze()
     gc.set_threshold(35_000, 10, 10)
-    BoundedWorker(app, loglevel=args.loglevel,
+    BoundedWorker(app, loglevel=args.loglevel, log_format=args.log_format,
                   shutdown_bound_s=settings.shutdown_timeout_s).execute_from_commandline()
     return 0

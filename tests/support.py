@@ -11,6 +11,16 @@ TOKEN_A, TOKEN_B = "token-shop-a-0123456789", "token-shop-b-0123456789"
 PIXEL_A, PIXEL_B = "PIXELSHOPA000000001", "PIXELSHOPB000000002"
 
 
+def accepted(items: list[dict], now: float, test_event_code: str | None = None) -> list[dict]:
+    """The items, after checking that TikTok (the strict fake) accepts the requests carrying them."""
+    from app.devtools.fake_tiktok import check_request
+    from app.tiktok.requests import request_bodies
+
+    for body in request_bodies(("web", "CQ1PIXEL", test_event_code), items):
+        assert check_request(body, now=now) == (0, "OK")
+    return items
+
+
 def sha(s: str) -> str:
     return hashlib.sha256(s.encode()).hexdigest()
 

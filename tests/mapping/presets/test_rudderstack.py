@@ -7,31 +7,21 @@ the strict fake's checks.
 """
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
-from app.devtools.fake_tiktok import check_request
 from app.mapping import events
 from app.mapping.config import MappingConfig
 from app.mapping.events import Refusal, map_event, skip_reason
 from app.mapping.spec import load_preset, merge
-from app.tiktok.requests import request_bodies
+from tests.support import accepted, sha
 
 CONFIG = MappingConfig(spec=load_preset("rudderstack"))
 EVENT_TIME = 1795168800          # 2026-11-20T10:00:00Z
 NOW = EVENT_TIME + 30.0
 
 
-def sha(s: str) -> str:
-    return hashlib.sha256(s.encode()).hexdigest()
-
-
 def sent(items: list[dict], test_event_code: str | None = None) -> list[dict]:
-    """The items, after checking that the request carrying them passes the fake's checks."""
-    for body in request_bodies(("web", "CQ1PIXEL", test_event_code), items):
-        assert check_request(body, now=NOW) == (0, "OK")
-    return items
+    return accepted(items, NOW, test_event_code)
 
 
 def order_completed() -> dict:

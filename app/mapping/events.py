@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from app.mapping.config import DEFAULT_EVENT_MAP, MappingConfig, is_seconds
-from app.mapping.spec import Field, FieldTable, Plan
+from app.mapping.spec import Field, Plan
 from app.mapping.values import Refusal, cookie, get, parse_timestamp, shown, text, ttclid_from_url
 
 __all__ = [
@@ -71,16 +71,6 @@ _IDENTITY = ("email", "phone", "external_id")
 
 def _dotted(keys: tuple[str, ...]) -> str:
     return ".".join(keys)
-
-
-def _first(root: Any, f: Field, where: str = "") -> Any:
-    """The field's value from the first of its paths that gives one; Refusal(f.reason) when a
-    converter refuses (we would otherwise send it verbatim)."""
-    return f.read(root, where)
-
-
-def _fill(out: dict, root: Any, fields: FieldTable, where: str = "") -> dict:
-    return fields.fill(out, root, where)
 
 
 def _click_text(click: dict, key: str) -> str | None:
@@ -225,11 +215,11 @@ def map_event(event: dict, click: dict | None, config: MappingConfig, now: float
     if properties:
         common["properties"] = properties
     if plan.app:  # app events (an [app] table); which sources take it: app.mapping.sources
-        app = _fill({}, event, plan.app)
+        app = plan.app.fill({}, event)
         if app:
             common["app"] = app
     if plan.lead:  # CRM events (a [lead] table)
-        lead = _fill({}, event, plan.lead)
+        lead = plan.lead.fill({}, event)
         if lead:
             common["lead"] = lead
     ldu = next((v for v in (get(event, p) for p in plan.limited_data_use_paths) if isinstance(v, bool)),
@@ -311,8 +301,8 @@ def _user(event: dict, click: dict | None, click_counts: bool, plan: Plan) -> di
         hashed = f.read(event)
         if hashed:
             user[f.name] = hashed
-    ttclid = _first(event, plan.ttclid)
-    ttp = _first(event, plan.ttp)
+    ttclid = plan.ttclid.read(event)
+    ttp = plan.ttp.read(event)
     for keys in plan.cookie_paths if not (ttclid and ttp) else ():
         jar = get(event, keys)
         ttclid = ttclid or cookie(jar, "ttclid")
@@ -329,7 +319,7 @@ def _user(event: dict, click: dict | None, click_counts: bool, plan: Plan) -> di
     if ttp:
         user["ttp"] = ttp
     for f in plan.plain_user:
-        v = _first(event, f)
+        v = f.read(event)
         if v is None and click and f.name in ("ip", "user_agent"):
             v = _click_text(click, f.name)
         if v:
@@ -358,8 +348,8 @@ def _host(url: Any) -> str | None:
 
 
 def _page(event: dict, click: dict | None, plan: Plan) -> dict:
-    url = _first(event, plan.page_url)
-    referrer = _first(event, plan.page_referrer)
+    url = plan.page_url.read(event)
+    referrer = plan.page_referrer.read(event)
     if url is None and referrer is None and click:
         # The landing page of the click, when the conversion (a server postback) has no page.
         url, referrer = plan.page_url.convert(click.get("url")), plan.page_url.convert(click.get("referrer"))
@@ -372,7 +362,7 @@ def _page(event: dict, click: dict | None, plan: Plan) -> dict:
 
 
 def _properties(event: dict, plan: Plan, config: MappingConfig) -> dict:
-    out = _fill({}, event, plan.properties)
+    out = plan.properties.fill({}, event)
     contents = _contents(event, plan)
     if contents:
         out["contents"] = contents
@@ -408,7 +398,7 @@ def _contents(event: dict, plan: Plan) -> list[dict] | None:
         holder = get(event, plan.single_path)
         if not isinstance(holder, dict) or all(holder.get(k) in (None, "") for k in plan.single_when):
             return None
-        item = _fill({}, holder, plan.single_item, _dotted(plan.single_path) + ".")
+        item = plan.single_item.fill({}, holder, _dotted(plan.single_path) + ".")
         return [item] if item else None
     if isinstance(products, dict):
         products = [products]  # one product sent as an object rather than a list of one
@@ -420,7 +410,7 @@ def _contents(event: dict, plan: Plan) -> list[dict] | None:
         if not isinstance(product, dict):
             raise Refusal("invalid_contents", f"{where}[{i}]: expected an object, got "
                           f"{shown(product)}")
-        item = _fill({}, product, plan.item, f"{where}[{i}].")
+        item = plan.item.fill({}, product, f"{where}[{i}].")
         if item:
             contents.append(item)
     return contents

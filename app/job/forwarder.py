@@ -18,7 +18,15 @@ from app.job.bundles import event_of, read_events
 from app.job.durable import Write, write_durably
 from app.job.metrics import Metrics
 from app.job.records import dead_letter, encode, hash_original, retry_record
-from app.mapping.events import MappingConfig, Refusal, Skip, has_identifier, map_event, test_event_code_of
+from app.mapping.events import (
+    MappingConfig,
+    Refusal,
+    Skip,
+    has_identifier,
+    map_event,
+    skip_reason,
+    test_event_code_of,
+)
 from app.mapping.routing import Router
 from app.mapping.sources import for_source
 from app.settings import Settings
@@ -285,7 +293,7 @@ class Forwarder:
             m.add("events_skipped", reason=s.reason)
             return None
         if not items:
-            m.add("events_skipped", reason="unmapped")
+            m.add("events_skipped", reason=skip_reason(event, mapping))
             return None
         if not has_identifier(items[0]):
             never = f" (click {click_id!r} never arrived)" if click_id and click is None else ""

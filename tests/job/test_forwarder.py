@@ -390,7 +390,27 @@ async def test_an_unmapped_event_is_skipped_acked_and_nothing_written():
 
     assert t.sender.bodies == [] and t.write.calls == 0
     assert rec.acks == 1
-    assert counted(t.metrics) == {"events_skipped{unmapped}": 2}
+    assert counted(t.metrics) == {"events_skipped{unmapped}": 1, "events_skipped{not_a_conversion}": 1}
+
+
+async def test_an_event_its_spec_does_not_forward_is_skipped_with_the_reason_and_its_neighbour_sent():
+    # mParticle's preset forwards only events with an email, phone or external ID.
+    settings = load(ENV, preset="mparticle")
+    t = setup(settings)
+    data = {"timestamp_unixtime_ms": int((NOW - 30) * 1000), "source_message_id": "mp-1",
+            "product_action": {"action": "purchase", "total_amount": 5}, "currency_code": "USD"}
+    known = {"event_type": "commerce_event", "data": data,
+             "batch": {"user_identities": {"email": "buyer@example.com"}}}
+    anonymous = {"event_type": "commerce_event", "data": {**data, "source_message_id": "mp-2"},
+                 "batch": {"user_identities": {}}}
+    rec = Record(0, entries=[entry(known, 10), entry(anonymous, 11)])
+    await run(t, rec)
+
+    assert t.sender.bodies == [{"event_source": "web", "event_source_id": "PIX1",
+                                "data": map_event(known, None, t.mapping, time.time())}]
+    assert t.write.calls == 0 and rec.acks == 1
+    assert counted(t.metrics) == {"events_skipped{no_user_identity}": 1, "events_sent": 1, "requests": 1,
+                                  "batches": 1}
 
 
 # ------------------------------------------------------------------ dead-lettered at mapping

@@ -176,6 +176,12 @@ def test_an_event_at_orjsons_depth_limit_is_bundled_with_its_own_bytes_among_its
     assert t.metrics.counts == {("events_in", ""): 3}
 
 
+def test_a_batch_without_events_is_a_counted_skip_and_writes_nothing():
+    t = intake(preset="mparticle")
+    assert t.decode(poll(orjson.dumps(batch())), 1700000000.0) == []
+    assert t.metrics.counts == {("events_in", ""): 1, ("events_skipped", "no_events"): 1}
+
+
 def test_an_event_of_a_batch_too_deep_to_write_again_is_dead_lettered_alone():
     # mParticle's batches: each event is written again as JSON for its bundle. orjson reads 1,024
     # levels but writes 254: a deeper event is refused alone, its batch-mates go on (before, the

@@ -23,7 +23,7 @@ from app.job.kafka_security import client_options
 from app.job.metrics import Metrics
 from app.job.records import dead_letter, dead_letter_from_retry, encode, retry_record
 from app.settings import Settings
-from app.tiktok.outcomes import Action
+from app.tiktok.outcomes import Action, Verdict
 from app.tiktok.sender import Sender
 
 __all__ = ["Retrier", "next_step", "parse_retry_record", "register"]
@@ -35,17 +35,24 @@ log = logging.getLogger(__name__)
 MAX_HOLD_S = 7 * 86400
 
 
-def next_step(record: dict, action: Action, now: float, tiers: tuple[float, ...]) -> tuple[str, int]:
+def next_step(record: dict, verdict: Verdict, now: float, tiers: tuple[float, ...]) -> tuple[str, int]:
     """Where a failed retry goes: ("retry", tier index) or ("dlq", -1).
 
     `attempt` counts sends so far; tier i (0-based) waits tiers[i] and holds attempt i + 1.
     """
     attempt = record["attempt"]
-    if action is Action.HOLD:
+    if verdict.action is Action.HOLD:
         if now - record["first_failed_at"] > MAX_HOLD_S:
             return "dlq", -1
         return "retry", len(tiers) - 1
-    if action is Action.RETRY and attempt < len(tiers):
+    if verdict.slows_down:
+        # A rate limit says "not now", not "this request fails": it stays on the tier it was on
+        # (the sender backs off meanwhile), bounded by the same age as a token hold. Counting it
+        # as an attempt would dead-letter good events whenever a burst outlasts the tiers.
+        if now - record["first_failed_at"] > MAX_HOLD_S:
+            return "dlq", -1
+        return "retry", min(max(attempt - 1, 0), len(tiers) - 1)
+    if verdict.action is Action.RETRY and attempt < len(tiers):
         return "retry", attempt
     return "dlq", -1
 
@@ -181,16 +188,18 @@ class Retrier:
         m.delivered(pixel_code, record["request"], delivery)
         writes = []
         for body, answer in delivery.retry:
-            step, tier = next_step(record, answer.verdict.action, now, self.tiers)
+            verdict = answer.verdict
+            step, tier = next_step(record, verdict, now, self.tiers)
             if step == "retry":
                 m.add("events_retrying", len(body["data"]), pixel=pixel_code)
-                # A token hold does not use up attempts: the events did nothing wrong.
-                attempt = record["attempt"] + (answer.verdict.action is not Action.HOLD)
+                # A token hold or a rate limit does not use up attempts: the events did nothing wrong.
+                attempt = record["attempt"] + (verdict.action is not Action.HOLD and not verdict.slows_down)
                 writes += [(self.topics[tier], key, value) for value in encode(retry_record(
                     body, pixel_code, attempt, now + self.tiers[tier],
                     record["first_failed_at"], answer.error()))]
             else:
-                reason = "hold_expired" if answer.verdict.action is Action.HOLD else "retries_exhausted"
+                reason = "retries_exhausted" if verdict.action is Action.RETRY and not verdict.slows_down \
+                    else "hold_expired"
                 m.add("dead_letters", reason=reason, pixel=pixel_code)
                 dead = dead_letter_from_retry({**record, "request": body, "attempt": record["attempt"] + 1},
                                               reason, f"{answer.verdict.reason}: {answer.message}", now,

@@ -17,7 +17,7 @@ from app.job.records import retry_record
 from app.job.retrier import MAX_HOLD_S, Retrier, next_step, parse_retry_record
 from app.job.topics import create_topics, retry_tier_topic
 from app.settings import load
-from app.tiktok.outcomes import Action, error_info
+from app.tiktok.outcomes import error_info, verdict_for_code
 from app.tiktok.sender import Delivery
 from tests.support import read_all, wait_for
 
@@ -28,20 +28,29 @@ def rec(attempt: int, first_failed_at: float = 1000.0) -> dict:
     return {"attempt": attempt, "first_failed_at": first_failed_at}
 
 
-@pytest.mark.parametrize("attempt, action, expected", [
-    (1, Action.RETRY, ("retry", 1)),   # tier 1 failed again: tier 2
-    (3, Action.RETRY, ("retry", 3)),   # tier 3 failed: the last tier
-    (4, Action.RETRY, ("dlq", -1)),    # the last tier failed: dead-lettered
-    (1, Action.HOLD, ("retry", 3)),    # token trouble: straight to the slowest tier
-    (9, Action.HOLD, ("retry", 3)),    # ...however often, while the hold is young
-    (1, Action.DEAD, ("dlq", -1)),
+RETRY, HOLD, DEAD = (verdict_for_code(c) for c in (50000, 40105, 40001))
+RATE_LIMITED = verdict_for_code(40100)
+
+
+@pytest.mark.parametrize("attempt, verdict, expected", [
+    (1, RETRY, ("retry", 1)),          # tier 1 failed again: tier 2
+    (3, RETRY, ("retry", 3)),          # tier 3 failed: the last tier
+    (4, RETRY, ("dlq", -1)),           # the last tier failed: dead-lettered
+    (1, HOLD, ("retry", 3)),           # token trouble: straight to the slowest tier
+    (9, HOLD, ("retry", 3)),           # ...however often, while the hold is young
+    (1, RATE_LIMITED, ("retry", 0)),   # a rate limit: the same tier again, no attempt used
+    (3, RATE_LIMITED, ("retry", 2)),
+    (4, RATE_LIMITED, ("retry", 3)),   # even on the last tier: it is not dead-lettered
+    (1, DEAD, ("dlq", -1)),
 ])
-def test_next_step(attempt, action, expected):
-    assert next_step(rec(attempt), action, 2000.0, TIERS) == expected
+def test_next_step(attempt, verdict, expected):
+    assert next_step(rec(attempt), verdict, 2000.0, TIERS) == expected
 
 
-def test_a_hold_older_than_the_limit_is_dead_lettered():
-    assert next_step(rec(1, first_failed_at=0.0), Action.HOLD, MAX_HOLD_S + 1, TIERS) == ("dlq", -1)
+@pytest.mark.parametrize("verdict", [HOLD, RATE_LIMITED])
+def test_a_hold_or_rate_limit_older_than_the_limit_is_dead_lettered(verdict):
+    assert next_step(rec(1, first_failed_at=0.0), verdict, MAX_HOLD_S + 1, TIERS) == ("dlq", -1)
+    assert next_step(rec(1, first_failed_at=0.0), verdict, MAX_HOLD_S - 1, TIERS)[0] == "retry"
 
 
 def test_tier_topics_are_named_after_the_retry_topic():

@@ -73,7 +73,7 @@ async def test_an_outage_is_503_on_readyz_a_few_json_lines_and_loses_nothing(bro
         # The last fetch answer came before the broker was stopped: 503 within the bound.
         assert time.monotonic() - stopped <= READY_BROKER_SILENT_S + 1.5
         assert await worker.get("/readyz") == (503, {
-            "ready": False, "recovered": True, "rebalancing": False,
+            "ready": False, "recovered": True, "clicks_caught_up": True, "rebalancing": False,
             "reason": f"no fetch answer from the broker for {READY_BROKER_SILENT_S:g} s"})
         # The outage's length is this scenario's input, not a wait for something.
         await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped)))

@@ -106,16 +106,16 @@ async def test_produced_events_are_all_accounted_for(kafka_bootstrap, fake, stac
     assert len(fake.accepted) + skipped + len(dead) == produced
     assert await read_all(kafka_bootstrap, env["TTBRIDGE_TOPIC_RETRY"], 0, timeout=1) == []
 
-    # The clicks table's changelog forgets clicks past the attribution window (7 days).
+    # The clicks table's log (clicks-by-click-id) keeps clicks for the attribution window (7 days).
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
         [response] = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, f"{env['TTBRIDGE_APP_ID']}-clicks-changelog")])
+            [ConfigResource(ConfigResourceType.TOPIC, f"{env['TTBRIDGE_APP_ID']}-clicks-by-click-id")])
         entries = {e[0]: e[1] for e in response.resources[0][4]}
     finally:
         await admin.close()
-    assert entries["cleanup.policy"] == "compact,delete"
+    assert entries["cleanup.policy"] == "delete"
     assert entries["retention.ms"] == str(7 * 86400 * 1000)
 
 

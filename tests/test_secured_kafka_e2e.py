@@ -1,7 +1,7 @@
 """End to end over SASL_SSL (SCRAM-SHA-512, the broker's CA verified) and over SSL (a client
 certificate, its key encrypted): a worker process creates its topics, joins a conversion to its
 click and delivers it to the fake Events API, every client of it on the secured listener;
-restarted on an empty state dir, it restores the clicks table from its changelog over the same
+restarted on an empty state dir, it catches up the clicks table from its topic over the same
 listener and joins again. The password (and the key's password) never reaches its log."""
 import time
 
@@ -51,7 +51,7 @@ async def test_a_worker_delivers_over_a_secured_listener(secured_kafka, fake, un
     finally:
         assert worker.stop() == 0, worker.log_tail()
 
-    # A fresh state dir: the bulk restore reads the clicks table's changelog (its own consumer).
+    # A fresh state dir: the catch-up reads the clicks table's topic (its own consumer).
     restarted = WorkerProcess({**env, "TTBRIDGE_DATA_DIR": str(tmp_path / "state-2")}, log, loglevel="info")
     restarted.start()
     try:
@@ -66,8 +66,9 @@ async def test_a_worker_delivers_over_a_secured_listener(secured_kafka, fake, un
         (PIXEL_A, "secured-1", {"ttclid": "E.C.P.secured"}),
         (PIXEL_A, "secured-2", {"ttclid": "E.C.P.secured"})]
     text = log.read_text(errors="replace")
-    assert f"restored 1 clicks from sec{unique}-clicks-changelog" in text
-    # No client fell back or kept retrying: the intake, the retry tiers and the restore all got in.
-    for failure in ("the intake failed", "retry tier", "bulk restore of", "Unable connect", "Traceback"):
+    assert f"caught up 1 clicks from sec{unique}-clicks-by-click-id" in text
+    # No client fell back or kept retrying: the intake, the retry tiers and the clicks table all got in.
+    for failure in ("the intake failed", "retry tier", "catching up the clicks table", "following",
+                    "Unable connect", "Traceback"):
         assert failure not in text, failure
     assert PASSWORD not in text and secured_kafka.certs.client_key_password not in text

@@ -81,7 +81,7 @@ def ids_of(form: str) -> set[str]:
 
 async def records_of_topics(bootstrap: str, unique: str) -> dict[str, list]:
     """Every record (key, value, headers) of every topic whose name holds `unique`: the inputs,
-    the retry tiers, the DLQ, the repartition topics, faust's changelog and leader topics."""
+    the retry tiers, the DLQ, the join's topics and faust's leader topic."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:

@@ -5,12 +5,10 @@ Why: faust's per-message stream path costs more than everything ttbridge does wi
 partition of its click ID, and writes one record per partition; the agents reading the
 repartition topics pay faust's per-message cost once per bundle instead of once per event.
 
-The join still works as DESIGN.md says: a bundle holds only click IDs of its own partition,
-chosen by Kafka's default partitioner (murmur2 of the click ID), so events and clicks stay
-co-partitioned with each other and with the clicks table's changelog.
+A bundle holds only click IDs of its own partition, chosen by Kafka's default partitioner
+(murmur2 of the click ID): the events of one click stay in order on one partition.
 
-Three kinds of bundle: events (framed, below), {"clicks": [[click_id, record], ...]} and
-{"expired": [click_id, ...]} (the sweeper's deletions of clicks past the attribution window).
+Two kinds of bundle: events (framed, below) and {"clicks": [[click_id, record], ...]}.
 
 An events bundle carries each event as its own bytes, not nested in one JSON document:
 
@@ -33,7 +31,7 @@ no release, so the JSON bundle of before is not read: a record without the frame
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterator
 
 import orjson
 from aiokafka.partitioner import murmur2
@@ -41,7 +39,7 @@ from aiokafka.partitioner import murmur2
 from app.mapping.events import Refusal
 
 __all__ = ["MAX_BUNDLE_BYTES", "EVENTS_FRAME", "partition_of", "Bundler", "events_value", "read_events",
-           "event_of", "read_clicks", "ClickBundle"]
+           "event_of", "read_clicks"]
 
 # Well under Kafka's 1 MB record limit; one event is at most 512 KiB (settings.MAX_MESSAGE_BYTES),
 # so every event fits in a bundle of its own.
@@ -52,19 +50,18 @@ EVENTS_FRAME = b"ttbridge-events/2\n"
 
 def partition_of(click_id: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives the key `click_id` (Java clients and
-    aiokafka agree on it), i.e. where the clicks table keeps that click."""
+    aiokafka agree on it))."""
     return (murmur2(click_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 class Bundler:
-    """Collects one batch's events, clicks or expiries per partition; `records()` gives the
+    """Collects one batch's events and clicks per partition; `records()` gives the
     bundles as writes for app.job.durable (role, key, value, partition)."""
 
     def __init__(self, partitions: int, spread: Iterator[int] | None = None) -> None:
         self.partitions = partitions
         self._events: dict[int, list[tuple[dict, bytes]]] = {}
         self._clicks: dict[int, list[list]] = {}
-        self._expired: dict[int, list[str]] = {}
         # Events without a click ID take the partitions in turn; the caller may share one turn
         # across batches, so that a trickle of them does not all land on partition 0.
         self._spread = spread if spread is not None else itertools.cycle(range(partitions))
@@ -79,27 +76,18 @@ class Bundler:
         """A click to store (app.mapping.decode.click_record)."""
         self._clicks.setdefault(partition_of(click_id, self.partitions), []).append([click_id, record])
 
-    def add_expiry(self, click_id: str) -> None:
-        """A click past the attribution window, to delete unless it came again since."""
-        self._expired.setdefault(partition_of(click_id, self.partitions), []).append(click_id)
-
     def records(self) -> list[tuple]:
         out = []
         for role, encode, by_partition in (("events-by-click-id", events_value, self._events),
-                                           ("clicks-by-click-id", _clicks_value, self._clicks),
-                                           ("clicks-by-click-id", _expired_value, self._expired)):
+                                           ("clicks-by-click-id", _clicks_value, self._clicks)):
             for p, items in by_partition.items():
                 out += [(role, None, value, p) for value in _pack(items, encode)]
-        self._events, self._clicks, self._expired = {}, {}, {}
+        self._events, self._clicks = {}, {}
         return out
 
 
 def _clicks_value(items: list) -> bytes:
     return orjson.dumps({"clicks": items})
-
-
-def _expired_value(items: list) -> bytes:
-    return orjson.dumps({"expired": items})
 
 
 def _pack(items: list, encode: Callable[[list], bytes]) -> Iterator[bytes]:
@@ -164,18 +152,10 @@ def event_of(entry: dict) -> dict:
     return event
 
 
-class ClickBundle(NamedTuple):
-    clicks: list[list]   # [click_id, record] pairs, in the order the intake read them
-    expired: list[str]   # click IDs the sweeper found past the attribution window
-
-
-def read_clicks(value: bytes) -> ClickBundle:
-    """One clicks-by-click-id record. Raises (ValueError, KeyError, TypeError) on a record that
-    is not a clicks or an expired bundle."""
-    doc = orjson.loads(value)
-    if "expired" in doc:
-        return ClickBundle([], list(doc["expired"]))
-    clicks = doc["clicks"]
+def read_clicks(value: bytes) -> list[list]:
+    """The [click_id, record] pairs of one clicks-by-click-id record, in the order the intake
+    read them. Raises (ValueError, KeyError, TypeError) on a record that is not a clicks bundle."""
+    clicks = orjson.loads(value)["clicks"]
     if not isinstance(clicks, list):
         raise ValueError("a bundle's clicks must be a list")
-    return ClickBundle(clicks, [])
+    return clicks

@@ -1,217 +1,245 @@
 """The clicks table: click ID -> the click as recorded (app.mapping.decode.click_record).
 
-Everything about it lives here: its RocksDB options and changelog, storing a click (merged with
-an earlier record of it), reading one for a join, expiry past the attribution window, and the
-bulk restore from the changelog before faust starts.
+Everything about it lives here: where it is kept, how it is fed, reading one click for a join,
+expiry past the attribution window, and the catch-up before a worker starts.
 
-The table is co-partitioned with the events it joins: both repartition topics put a click ID on
-the partition Kafka's default partitioner gives it (app.job.bundles), and a lookup reads only the
-partition of the event being joined — as a worker that owns some of the partitions sees it.
+The table is a RocksDB of ttbridge's own, fed from the clicks-by-click-id topic, which is the
+table's log: the intake writes every decoded click there (in bundles, app.job.bundles) and the
+topic keeps them for the attribution window (app.job.topics), the table's whole lifetime.
+Kafka Streams does the same when it sources a table from its input topic instead of writing a
+changelog.
+
+Why not a faust Table (what this replaced): a table write is one changelog record through
+faust's producer buffer and one store write per click, and a read goes through faust's
+serialiser layers and its current-event partition lookup. A click cost ~130 µs of worker CPU
+that way (bench/README.md); here a bundle of clicks is one RocksDB write batch (its clicks and
+the topic offset it came from, atomically), and nothing is written back to Kafka.
+
+Every worker follows every partition of the topic (a consumer without a group), so each keeps
+the whole table: a lookup never depends on which worker owns which events partition, a
+rebalance moves no state, and a restart or a new worker only reads what its table lacks. The
+price: each worker applies every click (a few µs each); decoding them (the intake) is shared
+by the group.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from rocksdict import WriteBatch
+from rocksdict import Options, Rdict, WriteBatch
 
-from app.job import faust_internals
-from app.job.bundles import Bundler, read_clicks
-from app.job.durable import Write, write_durably
+from app.job.bundles import read_clicks
 from app.job.kafka_security import client_options
-from app.job.topics import partition_count
+from app.job.topics import load_specs, partition_count
 from app.settings import Settings
 
-__all__ = ["Clicks", "ROCKSDB_OPTIONS", "restore_before_start", "restore_table"]
+__all__ = ["Clicks", "catch_up_before_start", "rocksdb_options"]
 
 log = logging.getLogger(__name__)
 
-# One RocksDB per table partition. faust's defaults (3 × 64 MB memtables and a 2 GB block cache,
-# each per partition) let a worker's RSS grow with the table; a click is ~0.5 KB and is read
-# once or twice, so small memtables and caches cost little in speed. Per partition at most
-# 2 × 4 MB of memtables and 8 MB of cache: 96 MB for the default 6 partitions.
-ROCKSDB_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 8 << 20}
+# Keys: b"c" + click ID -> the click's JSON; b"o" + partition -> the last applied offset of the
+# topic's partition (as text). One keyspace, so a bundle's clicks and its offset are one write.
+_CLICK, _OFFSET = b"c", b"o"
+_MAX_RECORDS = 2_000       # bundles per fetch (each up to batch_max clicks)
+_SWEEP_CHUNK = 10_000      # deletes per write batch when sweeping
+_STALL_S = 30.0            # catch-up: no records for this long is an error
+
+
+def rocksdb_options() -> Options:
+    """Small memtables and cache: a click is ~0.3 KB and read once or twice, so RocksDB's own
+    defaults (64 MB memtables, an 8 MB cache) buy nothing; with these the worker's RSS stays
+    flat as the table grows (bench/README.md: 1,000,000 clicks)."""
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.set_write_buffer_size(8 << 20)
+    opts.set_max_write_buffer_number(2)
+    return opts
 
 
 class Clicks:
-    def __init__(self, app, settings: Settings) -> None:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = load_specs(settings)["clicks-by-click-id"].name
         self.window_s = settings.attribution_window_days * 86400
-        self.partitions = settings.partitions
-        self.table = app.Table(
-            "clicks", default=None, partitions=settings.partitions,  # JSON: str click_id -> dict
-            # Clicks past the attribution window are useless: the changelog forgets them, so a
-            # recovering worker restores only live clicks (lookups check the age as well).
-            extra_topic_configs={"cleanup.policy": "compact,delete",
-                                 "retention.ms": str(int(self.window_s * 1000))},
-            options=dict(ROCKSDB_OPTIONS),  # faust pops keys from the dict it is given
-        )
-        # A bundle of clicks is one stream message of up to batch_max table writes.
-        faust_internals.allow_changelog_bundles(app, settings.batch_max)
+        self.path = Path(settings.data_dir) / "clicks"
+        self.db: Rdict | None = None
+        self.applied = 0  # clicks written to the table by this process
+        # Up to the end offsets seen at start (catch_up, or follow after a failed catch-up):
+        # until then joins would miss clicks the topic has, and /readyz says not ready.
+        self.caught_up = False
 
-    def read(self, event, click_id: str) -> dict | None:
-        """The click in the partition of `event` (a faust event of a co-partitioned topic)."""
-        return faust_internals.read_in_partition_of(event, self.table, click_id)
+    def open(self) -> None:
+        if self.db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = Rdict(str(self.path), rocksdb_options())
 
-    def store_bundle(self, event) -> list[str]:
-        """Apply one clicks-by-click-id record (`event`, inside the agent's per-event loop: faust
-        refuses table writes inside a batch). Returns the click IDs stored. Only ttbridge writes
-        these records; a malformed one, or one bad entry, is logged and skipped — never a reason
-        to stop the stream or to lose the entry's neighbours."""
-        try:
-            bundle = read_clicks(event.value)
-        except (AttributeError, TypeError, ValueError, KeyError):
-            log.error("ignoring a malformed record on %s at offset %s", event.message.topic,
-                      event.message.offset)
-            return []
-        stored = []
-        for entry in bundle.clicks:
-            try:
-                click_id, record = entry
-                self._store(event, click_id, record)
-            except (AttributeError, TypeError, ValueError):
-                log.error("ignoring a malformed click in the record on %s at offset %s",
-                          event.message.topic, event.message.offset)
-                continue
-            stored.append(click_id)
-        cutoff = time.time() - self.window_s
-        for click_id in bundle.expired:
-            old = self.read(event, click_id)
-            # Deleted only if still expired: the click may have come again since the sweep.
-            if old is not None and old.get("clicked_at", 0) < cutoff:
-                del self.table[click_id]
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    def read(self, click_id: str) -> dict | None:
+        """The click, or None. Age is the mapping's business (app.mapping.events: the window)."""
+        raw = self.db.get(_CLICK + click_id.encode())
+        return None if raw is None else orjson.loads(raw)
+
+    def offsets(self, partitions: int) -> dict[int, int]:
+        """The next offset to read per partition of the topic (0 for a new table)."""
+        out = {}
+        for p in range(partitions):
+            done = self.db.get(_OFFSET + str(p).encode())
+            out[p] = 0 if done is None else int(done) + 1
+        return out
+
+    def apply(self, fetched: Mapping[TopicPartition, list]) -> list[str]:
+        """One fetch of the topic, in one atomic RocksDB write: every bundle's clicks (a click
+        seen before gains the new record's fields, never loses any: e.g. its landing page) and
+        each partition's last offset. Returns the click IDs stored. Only ttbridge writes the
+        topic; a malformed record or entry is logged and skipped, never a reason to stop."""
+        batch, merged, stored, db = WriteBatch(raw_mode=True), {}, [], self.db
+        for tp, records in fetched.items():
+            for r in records:
+                try:
+                    clicks = read_clicks(r.value)
+                except (AttributeError, TypeError, ValueError, KeyError):
+                    log.error("ignoring a malformed record on %s at offset %s", tp.topic, r.offset)
+                    continue
+                for entry in clicks:
+                    try:
+                        click_id, record = entry
+                        if not isinstance(record, dict):
+                            raise TypeError(type(record).__name__)
+                        key = _CLICK + click_id.encode()
+                        old = merged.get(key)
+                        if old is None:
+                            raw = db.get(key)
+                            old = None if raw is None else orjson.loads(raw)
+                        if old is not None:
+                            record = {**old, **{k: v for k, v in record.items() if v}}
+                    except (AttributeError, TypeError, ValueError):
+                        log.error("ignoring a malformed click in the record on %s at offset %s",
+                                  tp.topic, r.offset)
+                        continue
+                    merged[key] = record
+                    stored.append(click_id)
+            if records:
+                batch.put(_OFFSET + str(tp.partition).encode(), str(records[-1].offset).encode())
+        for key, record in merged.items():
+            batch.put(key, orjson.dumps(record))
+        db.write(batch)
+        self.applied += len(stored)
         return stored
 
-    def _store(self, event, click_id: str, record: dict) -> None:
-        old = self.read(event, click_id)
-        if old is not None:
-            # A second record of the same click (e.g. its landing page) adds, never erases.
-            record = {**old, **{k: v for k, v in record.items() if v}}
-        self.table[click_id] = record
+    # ---- feeding the table
 
-    async def sweep(self, write: Write, batch_max: int) -> int:
-        """Send an expiry for every click past the attribution window in the local store (the
-        changelog's retention only helps a worker that restores from scratch; a persistent
-        volume keeps everything). The deletes happen in store_bundle, where table writes are
-        allowed. Returns the number of expiries sent."""
-        cutoff, n, bundler = time.time() - self.window_s, 0, Bundler(self.partitions)
-        for i, (click_id, record) in enumerate(self.table.items(), 1):
-            if record.get("clicked_at", 0) < cutoff:
-                bundler.add_expiry(click_id)
+    def _consumer(self) -> AIOKafkaConsumer:
+        s = self.settings
+        return AIOKafkaConsumer(bootstrap_servers=s.bootstrap_servers, group_id=None, enable_auto_commit=False,
+                                max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20,
+                                fetch_max_wait_ms=100, **client_options(s))
+
+    async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        tps = [TopicPartition(self.topic, p) for p in range(self.settings.partitions)]
+        consumer.assign(tps)
+        firsts = await consumer.beginning_offsets(tps)
+        for tp, offset in self.offsets(len(tps)).items():
+            # Past the retention, what the table lacks is gone from the topic: only clicks older
+            # than the attribution window, which no join would use.
+            consumer.seek(TopicPartition(self.topic, tp), max(offset, firsts[TopicPartition(self.topic, tp)]))
+        return tps
+
+    async def catch_up(self) -> int:
+        """Read the topic up to its end offsets as of now; returns the clicks applied. The
+        worker's start-up step, before faust runs: a worker is ready only with its table."""
+        found = await partition_count(self.settings.bootstrap_servers, self.topic,
+                                      client_options(self.settings))
+        if found is None:
+            self.caught_up = True
+            return 0  # a first start: `ttbridge topics create` (or the worker) creates it
+        if found != self.settings.partitions:
+            raise ValueError(f"{self.topic} has {found} partitions, the settings say {self.settings.partitions}")
+        consumer, applied = self._consumer(), 0
+        try:
+            await consumer.start()
+            tps = await self._assign(consumer)
+            ends = await consumer.end_offsets(tps)
+            left = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
+            idle_since = time.monotonic()
+            while left:
+                fetched = await consumer.getmany(*left, timeout_ms=1000, max_records=_MAX_RECORDS)
+                if any(fetched.values()):
+                    before = self.applied
+                    self.apply(fetched)
+                    applied += self.applied - before
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since > _STALL_S:
+                    raise TimeoutError(f"no records from {self.topic} for {_STALL_S:.0f} s while catching up")
+                for tp in list(left):
+                    if await consumer.position(tp) >= ends[tp]:
+                        left.discard(tp)
+        finally:
+            await consumer.stop()
+        self.caught_up = True
+        return applied
+
+    async def follow(self, stored: Callable[[list[str]], None], metrics: Any = None) -> None:
+        """Apply the topic as it grows, until cancelled; `stored(click IDs)` after each write.
+        A failure (the broker gone for long) restarts from the table's own offsets in 5 s."""
+        while True:
+            consumer = self._consumer()
+            try:
+                await consumer.start()
+                tps = await self._assign(consumer)
+                ends = None if self.caught_up else await consumer.end_offsets(tps)
+                while True:
+                    fetched = await consumer.getmany(timeout_ms=1000, max_records=_MAX_RECORDS)
+                    if fetched:
+                        ids = self.apply(fetched)
+                        if metrics is not None:
+                            metrics.add("clicks_stored", len(ids))
+                        stored(ids)
+                    if ends is not None and all([await consumer.position(tp) >= ends[tp] for tp in tps]):
+                        self.caught_up, ends = True, None
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("following %s failed; restarting in 5 s", self.topic)
+                await asyncio.sleep(5)
+            finally:
+                await consumer.stop()
+
+    def sweep(self) -> int:
+        """Delete the clicks past the attribution window. Every worker applies the same rule to
+        its own copy, so nothing goes through Kafka; the topic's retention forgets them too."""
+        cutoff, n, batch = time.time() - self.window_s, 0, WriteBatch(raw_mode=True)
+        for key, raw in self.db.items(from_key=_CLICK):
+            if not key.startswith(_CLICK):
+                break
+            if orjson.loads(raw).get("clicked_at", 0) < cutoff:
+                batch.delete(key)
                 n += 1
-            if i % batch_max == 0:  # bundles the click store applies at once; let the agents breathe
-                await write_durably(write, bundler.records())
-        await write_durably(write, bundler.records())
+                if n % _SWEEP_CHUNK == 0:
+                    self.db.write(batch)
+                    batch = WriteBatch(raw_mode=True)
+        self.db.write(batch)
         return n
 
 
-# --------------------------------------------------------------------------- bulk restore
-# faust restores a table record by record through its stream machinery: a fresh worker needed
-# about 3 minutes for 1M clicks before it could join anything. Kafka Streams restores in batches
-# (its BatchingStateRestoreCallback); this does the same. A plain consumer reads each changelog
-# partition from the local store's persisted offset to the end offset seen at start, in large
-# fetches, and writes each fetch into the partition's RocksDB as one WriteBatch that also carries
-# the new persisted offset — records and offset land together or not at all. faust then finds
-# its persisted offsets at (or near) the end and replays only what was written since.
-#
-# Every partition is restored, not only the ones this worker will own (unknown before it joins
-# the group): each worker keeps a warm copy of the whole table, so a rebalance that moves a
-# partition here replays only its tail. tests/job/test_clicks.py checks that faust reads
-# what this writes.
-
-_MAX_RECORDS = 20_000  # per fetch; one WriteBatch per fetch
-_STALL_S = 30.0        # no records for this long: give up, faust's recovery takes over
-
-
-def restore_before_start(clicks: Clicks, settings: Settings) -> None:
-    """The worker's start-up step, before faust's event loop runs: restore, log what it took; on
-    failure log and let faust's own (slower) recovery do it."""
+def catch_up_before_start(clicks: Clicks) -> None:
+    """The worker's start-up step: open the table and bring it up to the topic's end. On
+    failure (the broker unreachable) the follower catches up once it can; /readyz waits."""
     t = time.monotonic()
-    table = clicks.table
-    topic = table.changelog_topic.get_topic_name()
+    clicks.open()
     try:
-        applied = asyncio.run(restore_table(settings.bootstrap_servers, table.data, topic,
-                                            clicks.partitions, client_options(settings)))
-    except Exception as e:  # noqa: BLE001 - faust recovers the table anyway, only slower
-        log.warning("bulk restore of %s failed (%s: %s); faust's recovery takes over",
-                    topic, type(e).__name__, e)
+        applied = asyncio.run(clicks.catch_up())
+    except Exception as e:  # noqa: BLE001
+        log.warning("catching up the clicks table from %s failed (%s: %s); the worker follows the "
+                    "topic and is ready once it has caught up", clicks.topic, type(e).__name__, e)
         return
-    total = sum(applied.values())
-    if total:
-        log.info("restored %d clicks from %s in %.1f s", total, topic, time.monotonic() - t)
-
-
-async def restore_table(bootstrap: str, store, topic: str, partitions: int,
-                        security: Mapping[str, Any] | None = None) -> dict[int, int]:
-    """Bring every partition of faust's RocksDB `store` up to the end of `topic` (its changelog).
-    Returns records applied per partition. Raises on broker errors; what was written stays
-    written (with its offset), and faust's own recovery does the rest. Only the store's paths
-    and options are used, through handles of our own closed at the end: the store itself is not
-    started (it belongs to faust's event loop, which does not exist yet)."""
-    # Asked up front: for a missing topic aiokafka's offset requests would wait 40 s.
-    found = await partition_count(bootstrap, topic, security)
-    applied = {p: 0 for p in range(partitions)}
-    if found is None:
-        return applied  # a first start: faust creates the changelog, nothing to restore
-    if found != partitions:
-        raise ValueError(f"{topic} has {found} partitions, the table {partitions}")
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-        max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20, **(security or {}))
-    dbs = {}
-    offset_key = faust_internals.rocksdb_offset_key(store)
-    try:
-        # Closed whatever happens: faust cannot open a partition this process still holds.
-        for p in range(partitions):
-            dbs[p] = faust_internals.rocksdb_partition(store, p)
-        await consumer.start()
-        tps = [TopicPartition(topic, p) for p in dbs]
-        firsts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
-        # One partition at a time: aiokafka's position() runs ahead of the records getmany has
-        # returned while other partitions' records fill max_records, so it cannot say "done"
-        # for one of several; for the only one fetched it can.
-        for tp in tps:
-            db = dbs[tp.partition]
-            persisted = db.get(offset_key)
-            start = max(firsts[tp], int(persisted) + 1 if persisted is not None else 0)
-            if start >= ends[tp]:
-                continue
-            consumer.assign([tp])
-            consumer.seek(tp, start)
-            applied[tp.partition] = await _restore_partition(consumer, tp, ends[tp], db, offset_key)
-    finally:
-        await consumer.stop()  # a no-op if it never started
-        for db in dbs.values():
-            db.close()
-    return applied
-
-
-async def _restore_partition(consumer, tp: TopicPartition, end: int, db, offset_key: bytes) -> int:
-    applied, idle_since = 0, time.monotonic()
-    while True:
-        records = (await consumer.getmany(tp, timeout_ms=1000, max_records=_MAX_RECORDS)).get(tp)
-        if records:
-            _apply(db, offset_key, records)
-            applied += len(records)
-            if records[-1].offset + 1 >= end:
-                return applied
-            idle_since = time.monotonic()
-        elif await consumer.position(tp) >= end:  # the rest was compacted away or a marker
-            return applied
-        elif time.monotonic() - idle_since > _STALL_S:
-            raise TimeoutError(f"no records from {tp.topic}[{tp.partition}] for {_STALL_S:.0f} s "
-                               f"at offset {await consumer.position(tp)} of {end}")
-
-
-def _apply(db, offset_key: bytes, records: list) -> None:
-    """One fetch (never empty) and its last offset, in one atomic write."""
-    batch = WriteBatch(raw_mode=True)
-    for r in records:
-        if r.value is None:
-            batch.delete(r.key)
-        else:
-            batch.put(r.key, r.value)
-    batch.put(offset_key, str(records[-1].offset).encode())
-    db.write(batch)
+    if applied:
+        log.info("caught up %d clicks from %s in %.1f s", applied, clicks.topic, time.monotonic() - t)

@@ -48,8 +48,8 @@ def source_of(fe) -> dict:
     return {"topic": m.topic, "partition": m.partition, "offset": m.offset}
 
 
-# lookup(event, click_id): the click in the partition of `event` (app.job.clicks.Clicks.read).
-Lookup = Callable[[Any, str], "dict | None"]
+# lookup(click_id): the click, or None (app.job.clicks.Clicks.read).
+Lookup = Callable[[str], "dict | None"]
 
 
 class _Bundle:
@@ -138,10 +138,18 @@ class Forwarder:
                 fe.ack()
         return entries, broken
 
-    async def drain(self) -> None:
-        """Wait for the rounds on the wire (at shutdown, before the HTTP session closes)."""
+    async def drain(self, within: float | None = None) -> None:
+        """Wait for the rounds on the wire (at shutdown, before the HTTP session closes); those
+        still out after `within` seconds are cancelled: their events stay unacked and are
+        re-read (with the same event_ids, which TikTok drops as duplicates)."""
+        deadline = None if within is None else time.monotonic() + within
         while self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                for task in self._in_flight:
+                    task.cancel()
+                left = None
+            await asyncio.wait(list(self._in_flight), timeout=left)
 
     async def _start(self, take: Callable[[], tuple[list, list]]) -> None:
         """Under the lock, `take()` the entries (and broken bundles' dead letters) and prepare
@@ -221,7 +229,7 @@ class Forwarder:
         m = self.metrics
         for bundle, entry in entries:
             try:
-                outcome = self._prepare(bundle.fe, entry, now)
+                outcome = self._prepare(entry, now)
             except Exception as e:  # noqa: BLE001 - a bug must not stop the stream or lose the event
                 log.exception("unexpected error preparing an event")
                 outcome = dead_letter("internal_error", f"{type(e).__name__}: {e}", "map", now,
@@ -270,12 +278,12 @@ class Forwarder:
         for bundle in done:
             bundle.settle()
 
-    def _prepare(self, fe, entry: dict, now: float):
+    def _prepare(self, entry: dict, now: float):
         """One event's fate: _PENDING, a dead-letter record, None (skipped), or (pixel, items,
         test event code)."""
         m = self.metrics
         event, click_id = entry["event"], entry["click_id"]
-        click = self.lookup(fe, click_id) if click_id else None
+        click = self.lookup(click_id) if click_id else None
         if click is None and click_id and now - entry["at"] < self.settings.join_wait_s:
             return _PENDING
         if click is not None:

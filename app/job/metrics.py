@@ -30,6 +30,7 @@ PREFIX = "ttbridge_"
 _COUNTERS = {
     "events_in": ("tracking events read", ()),
     "clicks_in": ("clicks read (including landing pages recorded as clicks)", ()),
+    "clicks_stored": ("clicks written to this worker's copy of the clicks table", ()),
     "events_joined": ("events that found their click", ()),
     "events_waited": ("events sent without their click after waiting join_wait", ()),
     "events_skipped": ("events not sent on purpose, by reason (e.g. unmapped)", ("reason",)),

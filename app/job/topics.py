@@ -55,23 +55,17 @@ def retry_tier_topic(settings: Settings, tier: int) -> str:
 
 
 def faust_topics(settings: Settings) -> dict[str, tuple[str, int, dict[str, str]]]:
-    """Role → (name, partitions, config) of the topics faust would create itself: the clicks
-    table's changelog (as app/job/clicks.py declares it: compacted, and forgetting clicks past the
-    attribution window) and the leader topic of faust's partition assignor. Created here first,
-    so they get the replication settings like every other topic."""
-    return {
-        "clicks-changelog": (f"{settings.app_id}-clicks-changelog", settings.partitions,
-                             {"cleanup.policy": "compact,delete",
-                              "retention.ms": str(int(settings.attribution_window_days * 86400 * 1000))}),
-        "assignor-leader": (f"{settings.app_id}-__assignor-__leader", 1, {}),
-    }
+    """Role → (name, partitions, config) of the topics faust would create itself: the leader
+    topic of its partition assignor (ttbridge has no faust table, so no changelog). Created here
+    first, so it gets the replication settings like every other topic."""
+    return {"assignor-leader": (f"{settings.app_id}-__assignor-__leader", 1, {})}
 
 
 def load_specs(settings: Settings) -> dict[str, TopicSpec]:
     """Role → TopicSpec with the names in force: clicks, tracking-events, tiktok-retry, tiktok-dlq,
     further input topics ("input:<topic>"), the retry tiers ("tiktok-retry-<n>"), the two
     repartition topics ("clicks-by-click-id", "events-by-click-id") and faust's own
-    ("clicks-changelog", "assignor-leader"). Every one has the replication settings in force."""
+    ("assignor-leader"). Every one has the replication settings in force."""
     names = {"clicks": settings.topic_clicks, "tracking-events": settings.topic_events,
              "tiktok-retry": settings.topic_retry, "tiktok-dlq": settings.topic_dlq}
     rf = settings.replication_factor
@@ -99,6 +93,10 @@ def load_specs(settings: Settings) -> dict[str, TopicSpec]:
         # settings.partitions wins so tests and operators can size the join in one place.
         out[role] = TopicSpec(doc["name"].format(app_id=settings.app_id), settings.partitions, rf,
                               {**doc["config"], **isr})
+    # clicks-by-click-id is the clicks table's log (app.job.clicks): it keeps every click for
+    # the attribution window, the table's whole lifetime.
+    clicks = out["clicks-by-click-id"]
+    clicks.config["retention.ms"] = str(int(settings.attribution_window_days * 86400 * 1000))
     for role, (name, partitions, config) in faust_topics(settings).items():
         out[role] = TopicSpec(name, partitions, rf, {**config, **isr})
     return out

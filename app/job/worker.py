@@ -2,9 +2,10 @@
 
 Reads top-down, as faust's own examples do: the app, the job's topics and table and stages
 (`Job`), its agents, tasks and timers, the web pages, and the command. Data travels: clicks and
-tracking events → the intake (app.job.intake, a plain batched consumer) → bundles on the two
-repartition topics → `store_clicks` (the clicks table, app.job.clicks) and `forward` (join,
-map, batch, deliver: app.job.forwarder) → TikTok, the retry tiers (app.job.retrier) or the DLQ.
+tracking events → the intake (app.job.intake, a plain batched consumer) → bundles on two
+topics → the clicks table (app.job.clicks: every worker follows all of clicks-by-click-id into
+its own RocksDB) and the `forward` agent (join, map, batch, deliver: app.job.forwarder) →
+TikTok, the retry tiers (app.job.retrier) or the DLQ.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import faust
 from faust.worker import Worker
 
 from app.job import faust_internals, logs
-from app.job.clicks import Clicks, restore_before_start
+from app.job.clicks import Clicks, catch_up_before_start
 from app.job.durable import BatchWriter
 from app.job.forwarder import Forwarder
 from app.job.intake import Intake
@@ -47,10 +48,9 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
         settings.app_id,
         broker=settings.broker_urls,
         broker_credentials=faust_credentials(settings),
-        store="rocksdb://",
-        datadir=settings.data_dir,
+        datadir=settings.data_dir,  # faust keeps nothing there: the clicks table is ttbridge's own
         topic_partitions=settings.partitions,
-        # For any topic faust creates itself; app.job.topics creates its changelog and leader
+        # For any topic faust creates itself; app.job.topics creates its leader
         # topic first, with min.insync.replicas too (faust has no setting for that).
         topic_replication_factor=settings.replication_factor,
         # faust reads no environment variable: by default its settings read ~80 names (WEB_PORT,
@@ -103,23 +103,19 @@ class Job:
         self.mappings = mapping_configs(settings)
         self.mapping = next(iter(self.mappings.values()))
         specs = load_specs(settings)
-        # Co-partitioned by click ID with each other and with the clicks table: the same
-        # partition count and Kafka's default partitioner (app.job.bundles).
-        clicks_by_id, events_by_id = (
-            app.topic(specs[role].name, partitions=settings.partitions, key_serializer="raw",
-                      value_serializer="raw")
-            for role in ("clicks-by-click-id", "events-by-click-id"))
+        events_by_id = app.topic(specs["events-by-click-id"].name, partitions=settings.partitions,
+                                 key_serializer="raw", value_serializer="raw")
         self.write = BatchWriter(settings.bootstrap_servers, {
             "retry": specs["tiktok-retry"].name, "dlq": specs["tiktok-dlq"].name,
             "clicks-by-click-id": specs["clicks-by-click-id"].name,
             "events-by-click-id": specs["events-by-click-id"].name}, client_options(settings))
-        self.clicks = Clicks(app, settings)
+        self.clicks = Clicks(settings)
         self.sender = Sender(settings)
         self.forwarder = Forwarder(settings, self.mapping, self.clicks.read, self.sender, self.write,
                                    self.metrics, assigned=lambda: app.consumer.assignment(),
                                    mappings=self.mappings)
 
-        app.agent(clicks_by_id, name="store_clicks", concurrency=1)(self.store_clicks)
+        app.task(self.follow_clicks)
         app.agent(events_by_id, name="forward", concurrency=1)(self.forward)
         app.task(self.intake)
         if run_retrier:
@@ -127,21 +123,21 @@ class Job:
         app.task(self.rejoin_late_clicks)
         app.timer(settings.sweep_interval_s, name="sweep_expired_clicks")(self.sweep_expired_clicks)
 
-    async def store_clicks(self, stream) -> None:
-        # Per event: faust refuses table writes inside a batch loop.
-        async for event in stream.events():
-            self.forwarder.clicks_stored(self.clicks.store_bundle(event))
-            # Each table write queues a changelog record in faust's producer buffer, which faust
-            # drains by at most 100 per message it delivers: with a bundle of hundreds of clicks
-            # per message the buffer (and the worker's memory) would grow without bound.
-            await faust_internals.drain_changelog_writes(self.app)
+    async def follow_clicks(self) -> None:
+        # A plain consumer of all partitions, not a faust agent: every worker keeps the whole
+        # table (app.job.clicks), and faust's per-message path would cost more than the writes.
+        self.clicks.open()
+        self.metrics.add("clicks_stored", self.clicks.applied)  # the catch-up's, before faust ran
+        await self.clicks.follow(self.forwarder.clicks_stored, self.metrics)
 
     async def forward(self, stream) -> None:
         try:
             async for batch in stream.noack_take(BUNDLES_PER_ROUND, within=self.settings.batch_window_s):
                 await self.forwarder.handle(batch)
         finally:
-            await self.forwarder.drain()
+            # A quarter of the shutdown bound for the rounds on the wire, then they are cancelled:
+            # a hung request must not run the worker into its watchdog (exit 75).
+            await self.forwarder.drain(within=self.settings.shutdown_timeout_s / 4)
             await self.sender.close()
 
     async def intake(self) -> None:
@@ -164,7 +160,7 @@ class Job:
                 log.exception("re-joining late conversions failed")
 
     async def sweep_expired_clicks(self) -> None:
-        n = await self.clicks.sweep(self.write, self.settings.batch_max)
+        n = self.clicks.sweep()
         if n:
             self.metrics.add("clicks_expired", n)
         self.metrics.add("click_sweeps")
@@ -172,6 +168,7 @@ class Job:
     async def stop(self) -> None:
         """After faust has stopped every agent and task: nothing writes any more."""
         await self.write.stop()
+        self.clicks.close()
 
 
 # --------------------------------------------------------------------------- web pages
@@ -194,8 +191,9 @@ async def readyz(view, request):
     metrics = app.ttbridge.metrics
     # Until the intake's consumer exists there is no fetch to judge by (faust's recovery is).
     broker = not metrics.watching() or bool(metrics.broker_connected(READY_BROKER_SILENT_S))
-    ready = recovered and not app.rebalancing and broker
-    page = {"ready": ready, "recovered": recovered, "rebalancing": app.rebalancing}
+    clicks = app.ttbridge.clicks.caught_up
+    ready = recovered and clicks and not app.rebalancing and broker
+    page = {"ready": ready, "recovered": recovered, "clicks_caught_up": clicks, "rebalancing": app.rebalancing}
     if not broker:
         page["reason"] = f"no fetch answer from the broker for {READY_BROKER_SILENT_S:g} s"
     return view.json(page, status=200 if ready else 503)
@@ -259,10 +257,6 @@ def register(subparsers) -> None:
     p.add_argument("--log-format", choices=logs.FORMATS, default="text",
                    help="text (default) or json: one JSON object per line (time, level, logger, message, "
                         "exception)")
-    p.add_argument("--no-bulk-restore", action="store_true",
-                   help="leave restoring the clicks table to faust, record by record (by default every "
-                        "partition is restored in bulk before the worker joins: with many workers and "
-                        "a large table, each restoring all of it may cost more than it saves)")
     p.set_defaults(func=_main)
 
 
@@ -282,8 +276,7 @@ def _main(args) -> int:
         print(f"ttbridge worker: {e}", file=sys.stderr)
         return 1
     app = build_app(settings, run_retrier=not args.no_retry)
-    if not args.no_bulk_restore:
-        restore_before_start(app.ttbridge.clicks, settings)
+    catch_up_before_start(app.ttbridge.clicks)
     # A round of bundles allocates hundreds of thousands of short-lived objects (JSON in and
     # out), freed by reference counting; the cyclic collector would run every 700 allocations and
     # regularly walk every long-lived object (faust, aiokafka, phone metadata). Those are frozen

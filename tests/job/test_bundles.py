@@ -1,4 +1,4 @@
-"""Bundles on the repartition topics: partitions as Kafka's default partitioner puts click IDs,
+"""Bundles on the join's two topics: partitions as Kafka's default partitioner puts click IDs,
 exact round trips (each event's own bytes, even those too deep to nest in a JSON bundle), size
 limits, one undecodable entry refused alone, and malformed
 records."""
@@ -12,7 +12,6 @@ from app.job.bundles import (
     EVENTS_FRAME,
     MAX_BUNDLE_BYTES,
     Bundler,
-    ClickBundle,
     event_of,
     events_value,
     partition_of,
@@ -114,25 +113,12 @@ def test_clicks_round_trip_to_their_partition():
     pairs = []
     for (role, partition), values in _records_by_partition(bundler.records()).items():
         assert role == "clicks-by-click-id" and len(values) == 1
-        bundle = read_clicks(values[0])
-        assert bundle.expired == []
-        for click_id, record in bundle.clicks:
+        for click_id, record in read_clicks(values[0]):
             assert partition_of(click_id, 6) == partition
             pairs.append((click_id, record))
     assert sorted(pairs, key=str) == sorted([*clicks.items(), ("click-0", {"ttp": "again"})], key=str)
     zero = [r for c, r in pairs if c == "click-0"]
     assert zero == [clicks["click-0"], {"ttp": "again"}]  # in the order they were added
-
-
-def test_expiries_are_a_bundle_of_their_own_on_each_clicks_partition():
-    bundler = Bundler(6)
-    ids = [f"old-{i}" for i in range(20)]
-    for click_id in ids:
-        bundler.add_expiry(click_id)
-    bundles = {p: read_clicks(values[0]) for (_, p), values in _records_by_partition(bundler.records()).items()}
-    assert {p: b.clicks for p, b in bundles.items()} == {p: [] for p in bundles}
-    assert {p: b.expired for p, b in bundles.items()} == {
-        p: [c for c in ids if partition_of(c, 6) == p] for p in bundles}
 
 
 @pytest.mark.parametrize("value", [b"{not json", b'{"clicks": []}', b'{"events": []}', b""])
@@ -144,7 +130,8 @@ def test_a_record_without_the_frame_is_not_an_events_bundle(value):
         read_clicks(b'{"events": []}')
     with pytest.raises(ValueError):
         read_clicks(b'{"clicks": {"c": {}}}')
-    assert read_clicks(b'{"expired": ["c"]}') == ClickBundle([], ["c"])
+    with pytest.raises(KeyError):  # the sweeper's expiry bundles are gone: it deletes locally
+        read_clicks(b'{"expired": ["c"]}')
 
 
 def test_a_shared_turn_spreads_events_without_click_id_across_batches():

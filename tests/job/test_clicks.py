@@ -1,8 +1,8 @@
-"""The clicks table (app/job/clicks.py) on the real broker. The bulk restore writes exactly what
-the changelog holds (puts, overwrites, tombstones) with each partition's offset, resumes from
-that offset, and leaves the store alone when the broker cannot be reached; a worker started on a
-restored store (or one left to faust's recovery) joins a conversion with a click it never
-indexed itself."""
+"""The clicks table (app/job/clicks.py) on the real broker. It holds exactly what the bundles on
+clicks-by-click-id say (a click seen again gains fields, never loses any), with each partition's
+offset in the same write; a catch-up resumes from those offsets; junk costs only itself; the
+sweep deletes only expired clicks; a worker started on a fresh data dir joins a conversion with a
+click that only the topic holds."""
 import asyncio
 import dataclasses
 import logging
@@ -10,17 +10,15 @@ import time
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from app.devtools.worker_process import WorkerProcess, produce_json
-from app.job import faust_internals
-from app.job.bundles import partition_of
-from app.job.clicks import restore_before_start, restore_table
+from app.job.bundles import Bundler, partition_of
+from app.job.clicks import Clicks, catch_up_before_start
 from app.job.topics import create_topics
-from app.job.worker import build_app
 from app.settings import load
 from tests.job.test_intake import purchase
-from tests.support import PIXEL_A, TOKEN_A, create_topic, wait_accepted
+from tests.support import PIXEL_A, TOKEN_A, create_topic, wait_accepted, wait_for
 
 PARTITIONS = 3
 NOW = time.time()
@@ -28,140 +26,168 @@ NOW = time.time()
 
 @pytest.fixture
 def settings(kafka_bootstrap, unique, tmp_path):
-    return load({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TTBRIDGE_APP_ID": f"restore-{unique}",
+    return load({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TTBRIDGE_APP_ID": f"clk-{unique}",
                  "TTBRIDGE_DATA_DIR": str(tmp_path / "state"),
                  "TIKTOK_PIXEL_CODE": PIXEL_A, "TIKTOK_ACCESS_TOKEN": TOKEN_A}, partitions=PARTITIONS)
 
 
 @pytest.fixture
 def clicks(settings):
-    """The worker's clicks (app.job.clicks.Clicks, its table not started)."""
-    return build_app(settings, run_retrier=False).ttbridge.clicks
+    table = Clicks(settings)
+    table.open()
+    yield table
+    table.close()
 
 
-@pytest.fixture
-def clicks_table(clicks, unique):
-    """The clicks table (not started) and its changelog topic's name."""
-    assert clicks.table.changelog_topic.get_topic_name() == f"restore-{unique}-clicks-changelog"
-    return clicks.table, f"restore-{unique}-clicks-changelog"
-
-
-async def write_changelog(bootstrap: str, topic: str, entries: list[tuple[str, dict | None]]) -> None:
-    """Entries as the click store writes them: JSON key and value, the click ID's partition."""
+async def write_bundles(bootstrap: str, topic: str, values: list[tuple[int, bytes]]) -> None:
+    """(partition, value) records, as the intake writes them."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
-        for click_id, record in entries:
-            value = None if record is None else orjson.dumps(record)
-            await producer.send_and_wait(topic, value, key=orjson.dumps(click_id),
-                                         partition=partition_of(click_id, PARTITIONS))
+        for partition, value in values:
+            await producer.send_and_wait(topic, value, partition=partition)
     finally:
         await producer.stop()
 
 
-def contents(table) -> dict[int, dict[bytes, bytes]]:
-    """Every partition's RocksDB as faust will open it, offset key included."""
-    store, out = table.data, {}
-    for p in range(PARTITIONS):
-        db = faust_internals.rocksdb_partition(store, p)
-        try:
-            out[p] = dict(db.items())
-        finally:
-            db.close()
-    return out
-
-
-def expected(entries: list[tuple[str, dict | None]], offsets: dict[int, int]) -> dict[int, dict[bytes, bytes]]:
-    """What the partitions must hold after applying `entries` in order, and their last offsets."""
-    out = {p: {} for p in range(PARTITIONS)}
+def bundles(entries: list[tuple[str, dict]]) -> list[tuple[int, bytes]]:
+    """The entries as the intake's Bundler writes them: one record per partition."""
+    bundler = Bundler(PARTITIONS)
     for click_id, record in entries:
-        part = out[partition_of(click_id, PARTITIONS)]
-        if record is None:
-            part.pop(orjson.dumps(click_id), None)
-        else:
-            part[orjson.dumps(click_id)] = orjson.dumps(record)
-    for p, offset in offsets.items():
-        out[p][b"__faust\x00offset__"] = str(offset).encode()
+        bundler.add_click(click_id, record)
+    return [(p, value) for _, _, value, p in bundler.records()]
+
+
+def contents(clicks: Clicks) -> dict[bytes, bytes]:
+    return dict(clicks.db.items())
+
+
+def expected(entries: list[tuple[str, dict]], offsets: dict[int, int]) -> dict[bytes, bytes]:
+    out = {}
+    for click_id, record in entries:
+        key = b"c" + click_id.encode()
+        old = orjson.loads(out[key]) if key in out else {}
+        out[key] = orjson.dumps({**old, **{k: v for k, v in record.items() if v}})
+    out.update({b"o" + str(p).encode(): str(o).encode() for p, o in offsets.items()})
     return out
 
 
-def last_offsets(entries: list[tuple[str, dict | None]]) -> dict[int, int]:
-    counts: dict[int, int] = {}
-    for click_id, _ in entries:
-        p = partition_of(click_id, PARTITIONS)
-        counts[p] = counts.get(p, 0) + 1
-    return {p: n - 1 for p, n in counts.items()}
-
-
-async def test_restore_writes_the_changelog_and_resumes_from_its_offsets(kafka_bootstrap, clicks_table):
-    table, topic = clicks_table
-    await create_topic(kafka_bootstrap, topic, PARTITIONS)
+async def test_catch_up_applies_the_bundles_and_resumes_from_its_offsets(kafka_bootstrap, clicks):
+    await create_topic(kafka_bootstrap, clicks.topic, PARTITIONS)
     first = [(f"c{i}", {"ttclid": f"t{i}", "clicked_at": 1_700_000_000 + i}) for i in range(40)]
-    first += [("c3", {"ttclid": "t3-again", "clicked_at": 1_700_000_100}), ("c5", None)]
-    await write_changelog(kafka_bootstrap, topic, first)
+    await write_bundles(kafka_bootstrap, clicks.topic, bundles(first))
+    # A second record of c3 (its landing page): the new fields win, the others stay.
+    again = [("c3", {"ttclid": "t3-again", "url": "https://shop.example/?ttclid=t3-again",
+                     "clicked_at": 1_700_000_100}), ("c5", {"ttp": "ttp-5", "ttclid": "", "clicked_at": 1})]
+    await write_bundles(kafka_bootstrap, clicks.topic, bundles(again))
+    offsets = {p: 0 for p in range(PARTITIONS)}
+    for p in {partition_of(c, PARTITIONS) for c, _ in again}:
+        offsets[p] = 1
 
-    applied = await restore_table(kafka_bootstrap, table.data, topic, PARTITIONS)
+    assert await clicks.catch_up() == 42 and clicks.caught_up
+    assert contents(clicks) == expected(first + again, offsets)
+    assert clicks.read("c5") == {"ttclid": "t5", "ttp": "ttp-5", "clicked_at": 1}
+    assert clicks.read("c3")["ttclid"] == "t3-again" and clicks.read("nope") is None
 
-    assert sum(applied.values()) == 42
-    assert applied == {p: n + 1 for p, n in last_offsets(first).items()}
-    assert contents(table) == expected(first, last_offsets(first))
-
-    # A second start reads only what came since: 2 records, the rest stays.
-    more = [("c7", None), ("c40", {"ttclid": "t40", "clicked_at": 1_700_000_040})]
-    await write_changelog(kafka_bootstrap, topic, more)
-    applied = await restore_table(kafka_bootstrap, table.data, topic, PARTITIONS)
-    assert sum(applied.values()) == 2
-    assert contents(table) == expected(first + more, last_offsets(first + more))
-
+    # A second start reads only what came since.
+    more = [("c40", {"ttclid": "t40", "clicked_at": 1_700_000_040})]
+    await write_bundles(kafka_bootstrap, clicks.topic, bundles(more))
+    offsets[partition_of("c40", PARTITIONS)] += 1
+    assert await clicks.catch_up() == 1
+    assert contents(clicks) == expected(first + again + more, offsets)
+    assert clicks.offsets(PARTITIONS) == {p: o + 1 for p, o in offsets.items()}
     # Nothing new: nothing read, nothing changed.
-    assert sum((await restore_table(kafka_bootstrap, table.data, topic, PARTITIONS)).values()) == 0
-    assert contents(table) == expected(first + more, last_offsets(first + more))
+    assert await clicks.catch_up() == 0
+    assert contents(clicks) == expected(first + again + more, offsets)
 
 
-async def test_a_first_start_finds_no_changelog_and_does_not_wait_for_one(kafka_bootstrap, clicks_table):
-    table, topic = clicks_table
+async def test_junk_on_the_topic_costs_only_itself(kafka_bootstrap, clicks, caplog):
+    await create_topic(kafka_bootstrap, clicks.topic, PARTITIONS)
+    good = [("g1", {"ttclid": "t1", "clicked_at": NOW}), ("g2", {"ttclid": "t2", "clicked_at": NOW})]
+    p = partition_of("g1", PARTITIONS)
+    await write_bundles(kafka_bootstrap, clicks.topic, [
+        (p, b"not json"), (p, b'{"clicks": 7}'),
+        (p, orjson.dumps({"clicks": [["g1", good[0][1]], 17, ["x"], [3, {"clicked_at": 1}], ["g3", 5]]})),
+        *bundles(good[1:])])
+    with caplog.at_level(logging.ERROR, logger="app.job.clicks"):
+        assert await clicks.catch_up() == 2
+    assert clicks.read("g1") == good[0][1] and clicks.read("g2") == good[1][1] and clicks.read("g3") is None
+    assert [r.getMessage().split(" on ")[0] for r in caplog.records] == [
+        "ignoring a malformed record", "ignoring a malformed record"] + ["ignoring a malformed click in the record"] * 4
+
+
+async def test_a_first_start_finds_no_topic_and_does_not_wait_for_one(clicks):
     # aiokafka would wait for a missing topic's metadata for its whole request timeout (40 s).
-    applied = await asyncio.wait_for(restore_table(kafka_bootstrap, table.data, topic, PARTITIONS), 20)
-    assert applied == {0: 0, 1: 0, 2: 0}
-    assert contents(table) == {p: {} for p in range(PARTITIONS)}
+    assert await asyncio.wait_for(clicks.catch_up(), 20) == 0
+    assert clicks.caught_up and contents(clicks) == {}
 
 
-async def test_a_changelog_with_other_partitions_is_not_restored(kafka_bootstrap, clicks_table):
-    table, topic = clicks_table
-    await create_topic(kafka_bootstrap, topic, PARTITIONS - 1)
-    with pytest.raises(ValueError, match=f"{topic} has 2 partitions, the table 3"):
-        await restore_table(kafka_bootstrap, table.data, topic, PARTITIONS)
-    assert contents(table) == {p: {} for p in range(PARTITIONS)}
+async def test_a_topic_with_other_partitions_is_refused(kafka_bootstrap, clicks):
+    await create_topic(kafka_bootstrap, clicks.topic, PARTITIONS - 1)
+    with pytest.raises(ValueError, match=f"{clicks.topic} has 2 partitions, the settings say 3"):
+        await clicks.catch_up()
+    assert not clicks.caught_up and contents(clicks) == {}
 
 
-def test_an_unreachable_broker_leaves_the_store_to_fausts_recovery(clicks, settings, caplog):
+def test_an_unreachable_broker_leaves_the_catch_up_to_the_follower(settings, caplog):
+    table = Clicks(dataclasses.replace(settings, bootstrap_servers="127.0.0.1:1"))
     with caplog.at_level(logging.WARNING, logger="app.job.clicks"):
-        restore_before_start(clicks, dataclasses.replace(settings, bootstrap_servers="127.0.0.1:1"))
-    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
-        f"bulk restore of {clicks.table.changelog_topic.get_topic_name()} failed"]
-    assert contents(clicks.table) == {p: {} for p in range(PARTITIONS)}
+        catch_up_before_start(table)
+    try:
+        assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+            f"catching up the clicks table from {table.topic} failed"]
+        assert not table.caught_up and contents(table) == {}
+    finally:
+        table.close()
 
 
-@pytest.mark.parametrize("args", [(), ("--no-bulk-restore",)], ids=["bulk", "faust-recovery"])
-async def test_a_worker_on_a_restored_table_joins_a_click_it_never_indexed(kafka_bootstrap, fake, stack_env, tmp_path, args):
+async def test_the_follower_catches_up_and_reports_what_it_stored(kafka_bootstrap, clicks):
+    await create_topic(kafka_bootstrap, clicks.topic, PARTITIONS)
+    entries = [(f"f{i}", {"ttclid": f"t{i}", "clicked_at": NOW}) for i in range(10)]
+    await write_bundles(kafka_bootstrap, clicks.topic, bundles(entries[:5]))
+    stored: list[str] = []
+    follower = asyncio.ensure_future(clicks.follow(stored.extend))
+    try:
+        async def caught_up():
+            return clicks.caught_up and len(stored) == 5
+        await wait_for(caught_up, 20, "the follower to catch up")
+        await write_bundles(kafka_bootstrap, clicks.topic, bundles(entries[5:]))
+
+        async def all_stored():
+            return len(stored) == 10
+        await wait_for(all_stored, 20, "the later clicks")
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+    assert sorted(stored) == sorted(c for c, _ in entries)
+    assert {c: clicks.read(c) for c, _ in entries} == dict(entries)
+
+
+def test_the_sweep_deletes_only_clicks_past_the_attribution_window(clicks):
+    window = clicks.window_s
+    fetched = {TopicPartition(clicks.topic, 0): [dataclasses.make_dataclass("R", ["offset", "value"])(
+        0, orjson.dumps({"clicks": [["old", {"clicked_at": NOW - window - 60}],
+                                    ["young", {"clicked_at": NOW - window + 3600}],
+                                    ["undated", {"ttclid": "t"}]]}))]}
+    assert sorted(clicks.apply(fetched)) == ["old", "undated", "young"]
+    assert clicks.sweep() == 2  # a click of unknown age can't be in the window either
+    assert contents(clicks) == {b"cyoung": orjson.dumps({"clicked_at": NOW - window + 3600}), b"o0": b"0"}
+    assert clicks.sweep() == 0
+
+
+async def test_a_fresh_worker_joins_a_click_only_the_topic_holds(kafka_bootstrap, fake, stack_env, tmp_path):
     env = {**stack_env, "TIKTOK_API_URL": fake.base_url}
     settings = load(env)
     await create_topics(settings)
-    app_id, n = env["TTBRIDGE_APP_ID"], settings.partitions
-    changelog = f"{app_id}-clicks-changelog"
-    await create_topic(kafka_bootstrap, changelog, n)
-    # Only on the changelog, as a previous worker's click store left it: never on the clicks topic.
-    clicks = [(f"clk-{i}", {"ttclid": f"E.C.P.restored-{i}", "ttp": f"ttp-{i}", "clicked_at": NOW - 60})
-              for i in range(30)]
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-    await producer.start()
-    try:
-        for click_id, record in clicks:
-            await producer.send_and_wait(changelog, orjson.dumps(record), key=orjson.dumps(click_id),
-                                         partition=partition_of(click_id, n))
-    finally:
-        await producer.stop()
-    worker = WorkerProcess(env, tmp_path / "worker.log", loglevel="info", args=args)
+    # On clicks-by-click-id, as an earlier worker's intake left them: never on the clicks topic.
+    table = Clicks(settings)
+    entries = [(f"clk-{i}", {"ttclid": f"E.C.P.restored-{i}", "ttp": f"ttp-{i}", "clicked_at": NOW - 60})
+               for i in range(30)]
+    bundler = Bundler(settings.partitions)
+    for click_id, record in entries:
+        bundler.add_click(click_id, record)
+    await write_bundles(kafka_bootstrap, table.topic, [(p, value) for _, _, value, p in bundler.records()])
+    worker = WorkerProcess(env, tmp_path / "worker.log", loglevel="info")
     worker.start()
     try:
         await worker.wait_ready()
@@ -173,5 +199,4 @@ async def test_a_worker_on_a_restored_table_joins_a_click_it_never_indexed(kafka
     users = {a["event"]["event_id"]: a["event"]["user"] for a in fake.accepted}
     assert {k: (u["ttclid"], u["ttp"]) for k, u in users.items()} == {
         "after-restore": ("E.C.P.restored-0", "ttp-0"), "after-restore-29": ("E.C.P.restored-29", "ttp-29")}
-    restored = f"app.job.clicks: restored 30 clicks from {changelog}" in (tmp_path / "worker.log").read_text()
-    assert restored == (args == ())
+    assert f"app.job.clicks: caught up 30 clicks from {table.topic}" in (tmp_path / "worker.log").read_text()

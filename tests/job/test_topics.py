@@ -56,7 +56,6 @@ async def test_create_is_idempotent_and_reports_mismatch(kafka_bootstrap, unique
         f"tiktok-retry-{unique}-4: created (6 partitions, {rf1}",
         f"t{unique}-clicks-by-click-id: created (6 partitions, {rf1}",
         f"t{unique}-events-by-click-id: created (6 partitions, {rf1}",
-        f"t{unique}-clicks-changelog: created (6 partitions, {rf1}",
         f"t{unique}-__assignor-__leader: created (1 partitions, {rf1}"])
     second = await create_topics(settings, warn=warnings.append)
     assert sorted(second) == sorted(line.replace(": created (", ": exists (") for line in first)
@@ -100,7 +99,7 @@ def test_every_topic_gets_the_replication_settings(tmp_path):
     assert sorted(spec.name for spec in specs.values()) == sorted([
         "clicks", "tracking-events", "tiktok-retry", "tiktok-dlq", "web-events", "shop-events",
         "tiktok-retry-2", "tiktok-retry-3", "tiktok-retry-4", "shop-clicks-by-click-id",
-        "shop-events-by-click-id", "shop-clicks-changelog", "shop-__assignor-__leader"])
+        "shop-events-by-click-id", "shop-__assignor-__leader"])
     for spec in specs.values():
         assert spec.replication_factor == 3, spec.name
         assert spec.config["min.insync.replicas"] == "2", spec.name
@@ -136,14 +135,7 @@ def test_faust_gets_the_replication_factor_and_its_topics_are_the_specs(tmp_path
     app = build_app(settings, run_retrier=False)
     # What faust creates itself (none of ours: they exist by then) gets the factor from here.
     assert app.conf.topic_replication_factor == 3
-    changelog = app.ttbridge.clicks.table.changelog_topic
-    spec = load_specs(settings)["clicks-changelog"]
-    # The changelog ttbridge creates first is the one faust would have: same name, partitions and
-    # config (plus min.insync.replicas), so whichever creates it, the table works the same.
-    assert changelog.get_topic_name() == spec.name == "rf-clicks-changelog"
-    assert changelog.partitions == spec.partitions == 4
-    assert changelog.replicas in (None, 3)  # None: faust uses conf.topic_replication_factor
-    assert {**dict(changelog.config), "min.insync.replicas": "2"} == spec.config
+    assert list(app.tables) == []  # no table of faust's, so no changelog of faust's
     assert load_specs(settings)["assignor-leader"].name == f"{app.conf.id}-__assignor-__leader"
 
 
@@ -156,7 +148,7 @@ async def test_created_with_the_configured_replication_and_min_insync_replicas(k
     warnings = []
     lines = await create_topics(settings, warn=warnings.append)
     specs = load_specs(settings)
-    assert len(lines) == len(specs) == 11
+    assert len(lines) == len(specs) == 10
     assert all(line.endswith(" partitions, replication factor 1)") for line in lines)
     assert warnings == []
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -171,8 +163,9 @@ async def test_created_with_the_configured_replication_and_min_insync_replicas(k
         assert {len(p["replicas"]) for p in topics[spec.name]["partitions"]} == {1}, spec.name
     entries = {r[3]: {e[0]: e[1] for e in r[4]} for c in configs for r in c.resources}  # (.., name, entries)
     assert {name: e["min.insync.replicas"] for name, e in entries.items()} == {s.name: "1" for s in specs.values()}
-    changelog = entries[f"rf{unique}-clicks-changelog"]
-    assert (changelog["cleanup.policy"], changelog["retention.ms"]) == ("compact,delete", "604800000")
+    # The clicks table's log keeps every click for the attribution window (7 days by default).
+    log = entries[f"rf{unique}-clicks-by-click-id"]
+    assert (log["cleanup.policy"], log["retention.ms"]) == ("delete", "604800000")
 
     # Asked for 2 copies once they all exist (on one broker, as a cluster mid-restart might look):
     # no refusal, since nothing needs creating, and each topic is reported, left as it is.
@@ -201,4 +194,4 @@ async def test_the_command_refuses_more_replicas_than_brokers_and_warns_not_on_o
     done = _topics_cli(env)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "", "one broker, replication factor 1: no warning"
-    assert len(done.stdout.splitlines()) == 11
+    assert len(done.stdout.splitlines()) == 10

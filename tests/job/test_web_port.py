@@ -62,7 +62,8 @@ async def assert_serves_only_ttbridge_pages(base: str) -> None:
     status, _, body = await fetch(base, "/healthz")
     assert (status, orjson.loads(body)) == (200, {"status": "ok"})
     status, _, body = await fetch(base, "/readyz")
-    assert (status, orjson.loads(body)) == (200, {"ready": True, "recovered": True, "rebalancing": False})
+    assert (status, orjson.loads(body)) == (200, {"ready": True, "recovered": True, "clicks_caught_up": True,
+                                                 "rebalancing": False})
     status, content_type, body = await fetch(base, "/metrics")
     assert status == 200 and content_type.startswith("text/plain")
     assert "ttbridge_events_in_total" in body

@@ -1,26 +1,20 @@
 """The faust app as built for `ttbridge worker` (no broker needed to build it)."""
 import pytest
 
-from app.job import faust_internals
 from app.job.worker import PAGES, build_app, healthz, metrics, readyz, stats
 from app.settings import load
 
 
-def test_the_click_table_opens_rocksdb_with_small_memtables_and_cache(tmp_path):
-    # faust's defaults are 3 x 64 MB memtables and a 2 GB block cache per partition: with them a
-    # worker holding 1M clicks peaked at 541 MB (bench, 2026-12-02); see bench/README.md.
+def test_the_click_table_is_a_rocksdb_in_the_data_dir(tmp_path):
     settings = load({"TIKTOK_ACCESS_TOKEN": "worker-test-token-000", "TIKTOK_PIXEL_CODE": "WORKERPIXEL",
                      "TTBRIDGE_DATA_DIR": str(tmp_path)})
-    store = build_app(settings, run_retrier=False).ttbridge.clicks.table.data
-    options = store.rocksdb_options
-    assert (options.write_buffer_size, options.max_write_buffer_number, options.block_cache_size) == (
-        4 << 20, 2, 8 << 20)
-    db = faust_internals.rocksdb_partition(store, 0)  # opens it with exactly these options
+    clicks = build_app(settings, run_retrier=False).ttbridge.clicks
+    clicks.open()
     try:
-        db.put(b"k", b"v")
-        assert db.get(b"k") == b"v"
+        assert clicks.path == tmp_path / "clicks"
+        assert clicks.read("nope") is None and clicks.offsets(2) == {0: 0, 1: 0}
     finally:
-        db.close()
+        clicks.close()
 
 
 class View:
@@ -47,9 +41,12 @@ async def test_the_pages_are_the_jobs_counters_and_readiness(app):
     view = View(app)
     assert set(PAGES) == {"/healthz", "/readyz", "/metrics", "/stats"}
     assert await healthz(view, None) == (200, {"status": "ok"})
-    assert await readyz(view, None) == (503, {"ready": False, "recovered": False, "rebalancing": False})
+    page = {"ready": False, "recovered": False, "clicks_caught_up": False, "rebalancing": False}
+    assert await readyz(view, None) == (503, page)
     app.tables.recovery.completed.set()
-    assert await readyz(view, None) == (200, {"ready": True, "recovered": True, "rebalancing": False})
+    assert await readyz(view, None) == (503, {**page, "recovered": True})
+    app.ttbridge.clicks.caught_up = True
+    assert await readyz(view, None) == (200, {**page, "ready": True, "recovered": True, "clicks_caught_up": True})
     app.ttbridge.metrics.add("events_in", 3)
     app.ttbridge.metrics.add("dead_letters", reason="invalid_json")
     assert await stats(view, None) == (200, {"events_in": 3, "dead_letters": {"invalid_json": 1},
@@ -61,7 +58,7 @@ async def test_the_pages_are_the_jobs_counters_and_readiness(app):
 
 
 def test_the_job_registers_its_agents_tasks_and_timer(app):
-    assert sorted(agent.name for agent in app.agents.values()) == ["forward", "store_clicks"]
+    assert sorted(agent.name for agent in app.agents.values()) == ["forward"]
     job = app.ttbridge
     assert job.forwarder.lookup == job.clicks.read
-    assert job.clicks.table is app.tables["clicks"]
+    assert list(app.tables) == []  # the clicks table is ttbridge's own (app.job.clicks)

@@ -70,6 +70,8 @@ class MappingConfig:
     plan: Plan = field(init=False, repr=False, compare=False)
     _names: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
     _folded: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    # map_event's generated fast path (app.mapping.compiled), made on the first event.
+    _compiled: Callable | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         region = self.default_region or None

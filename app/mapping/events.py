@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
+from app.mapping.compiled import compile_map
 from app.mapping.config import DEFAULT_EVENT_MAP, MappingConfig, is_seconds
 from app.mapping.spec import Field, Plan
 from app.mapping.values import Refusal, cookie, get, parse_timestamp, shown, text, ttclid_from_url
@@ -189,6 +191,17 @@ def map_event(event: dict, click: dict | None, config: MappingConfig, now: float
     A one-to-many mapping gives items that share their nested user/page/properties dicts: treat
     the items as read-only.
     """
+    fast = config._compiled
+    if fast is None:
+        fast = compile_map(config, sys.modules[__name__])
+        object.__setattr__(config, "_compiled", fast)
+    items = fast(event, click, now)
+    return interpret(event, click, config, now) if items is None else items
+
+
+def interpret(event: dict, click: dict | None, config: MappingConfig, now: float) -> list[dict]:
+    """map_event as the spec's interpreter: the reference, and what runs wherever the compiled
+    function (app.mapping.compiled) leaves an event to it — every Refusal and Skip is raised here."""
     names = tiktok_names(event, config)
     if not names:
         return []

@@ -35,6 +35,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-s", type=float, help="seconds of steady load for latency (default 15; quick 6)")
     p.add_argument("--fake", choices=("in-process", "subprocess"), default="in-process",
                    help="run the fake Events API on the benchmark's event loop or in its own process")
+    p.add_argument("--receiver", choices=("counting", "fake"), default="counting",
+                   help="the throughput phases' Events API: the counting receiver in its own process "
+                        "(default; bench/receiver.py) or the faithful fake (--fake says where it runs)")
+    p.add_argument("--scaling", type=_counts, metavar="1,2,4",
+                   help="worker counts of the scaling curve (default 1,2,4; quick: none); 'off': none")
     p.add_argument("--profile", nargs="?", const=OUT, type=Path, metavar="DIR",
                    help="sample the worker with py-spy in each phase; raw stacks into DIR "
                         "(default bench/out/)")
@@ -42,6 +47,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--png", type=Path, help="chart (default bench/out/bench[-quick].png)")
     p.add_argument("--keep", action="store_true", help="keep the working directory (logs, broker data)")
     return p.parse_args(argv)
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("", "off", "none", "0"):
+        return ()
+    try:
+        counts = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected worker counts like 1,2,4, got {text!r}") from None
+    if any(c < 1 for c in counts):
+        raise argparse.ArgumentTypeError("worker counts must be >= 1")
+    return counts
 
 
 def _interrupt(signum, frame):
@@ -53,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     defaults = QUICK if args.quick else FULL
     opts = Options(n=args.n or defaults["n"], clicks=args.clicks or defaults["clicks"],
                    naive_s=args.naive_s or defaults["naive_s"], latency_s=args.latency_s or defaults["latency_s"],
-                   fake=args.fake, profile_dir=args.profile, quick=args.quick)
+                   fake=args.fake, profile_dir=args.profile, quick=args.quick, receiver=args.receiver,
+                   scaling=defaults["scaling"] if args.scaling is None else args.scaling,
+                   capacity_s=defaults["capacity_s"])
     stem = "bench-quick" if args.quick else "bench"
     json_path = args.json or OUT / f"{stem}.json"
     png_path = args.png or OUT / f"{stem}.png"

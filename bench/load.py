@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 import orjson
 
 __all__ = ["PIXEL", "TOKEN", "KINDS", "BAD_KINDS", "Load", "kind_of", "click", "event",
-           "make_load", "sent_at_of", "Pacer"]
+           "make_load", "interleaved", "sent_at_of", "Pacer"]
 
 PIXEL = "BENCHPIXEL000000001"
 TOKEN = "bench-token-0123456789abcdef"
@@ -135,6 +135,7 @@ class Load:
     late_clicks: list[tuple[bytes, bytes]] = field(default_factory=list)
     events: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     kinds: Counter = field(default_factory=Counter)
+    start: int = 0  # the index of the first conversion
 
     @property
     def joinable(self) -> int:
@@ -143,7 +144,7 @@ class Load:
 
 def make_load(n: int, run: str, now: float, start: int = 0) -> Load:
     """Conversions start..start+n-1 and their clicks, serialised once."""
-    load = Load()
+    load = Load(start=start)
     dumps = orjson.dumps
     for i in range(start, start + n):
         kind = kind_of(i)
@@ -154,6 +155,25 @@ def make_load(n: int, run: str, now: float, start: int = 0) -> Load:
         e = event(i, run, now, kind)
         load.events.append((f"{run}-u{i % 50000}".encode(), e if isinstance(e, bytes) else dumps(e)))
     return load
+
+
+def interleaved(load: Load, chunk: int, lag: int = 2) -> list[tuple[list, list]]:
+    """The load as production sends it, clicks and conversions together: (clicks, conversions)
+    per `chunk` conversions, each joinable conversion's click in its own chunk's clicks (produced
+    just before it), each late conversion's click `lag` chunks later (produced after it)."""
+    clicks, late = iter(load.clicks), iter(load.late_clicks)
+    out: list[tuple[list, list]] = []
+    for first in range(0, len(load.events), chunk):
+        out.append(([], load.events[first:first + chunk]))
+    out += [([], []) for _ in range(lag)]
+    for k, (before, events) in enumerate(out):
+        for i in range(load.start + k * chunk, load.start + k * chunk + len(events)):
+            kind = kind_of(i)
+            if kind == "late":
+                out[k + lag][0].append(next(late))
+            elif kind != "no_click":
+                before.append(next(clicks))
+    return [c for c in out if c[0] or c[1]]
 
 
 class Pacer:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-__all__ = ["cpu_seconds", "memory_mb", "CpuMeter"]
+__all__ = ["cpu_seconds", "tree_cpu_seconds", "memory_mb", "CpuMeter", "TreeCpu"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -23,6 +23,35 @@ def cpu_seconds(pid: int) -> float | None:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return None
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15)
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of the process and every descendant, including the children
+    they already reaped (cutime, cstime): a worker that runs its stages in child processes is
+    charged for all of them. None once the root is gone."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat(int(entry))) is not None:
+            stats[int(entry)] = fields
+            children.setdefault(int(fields[1]), []).append(int(entry))  # field 4: ppid
+    if pid not in stats:
+        return None
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        fields = stats[p]
+        total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime (fields 14-17)
+        todo.extend(children.get(p, ()))
+    return total / _TICK
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -60,3 +89,19 @@ class CpuMeter:
             if end is not None and begin is not None and wall > 0:
                 out[name] = round((end - begin) / wall, 3)
         return out
+
+
+class TreeCpu:
+    """CPU seconds a process tree used between start() and stop() (see tree_cpu_seconds)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._begin: float | None = None
+
+    def start(self) -> TreeCpu:
+        self._begin = tree_cpu_seconds(self.pid)
+        return self
+
+    def stop(self) -> float | None:
+        end = tree_cpu_seconds(self.pid)
+        return None if end is None or self._begin is None else end - self._begin

@@ -41,6 +41,25 @@ def _ratio(a: Any, b: Any) -> float | None:
     return a / b if a and b else None
 
 
+def _us(v: Any) -> str:
+    """CPU µs per event, and what that is per 1,000 events in seconds."""
+    return "n/a" if v is None else f"{v:,.0f} µs ({v / 1000:.3f} s per 1,000)"
+
+
+def _peer(p: dict | None) -> str:
+    if not p:
+        return "n/a"
+    if "skipped" in p or "failed" in p:
+        return f"skipped: {p.get('skipped') or p.get('failed')}"[:160]
+    return f"{_num(p.get('eps'))} events/s, {_us(p.get('cpu_us_per_conversion'))} per conversion"
+
+
+def _vs(v: dict | None) -> str:
+    if not v:
+        return "n/a"
+    return f"{_num(v.get('eps_ratio'), '.2f')}x events/s, {_num(v.get('cpu_ratio'), '.2f')}x CPU per conversion"
+
+
 def table(r: dict) -> str:
     """The one table `python -m bench` prints."""
     lat = r.get("latency_ms") or {}
@@ -52,6 +71,20 @@ def table(r: dict) -> str:
         ("naive, API answering in {} ms".format((r.get("naive_at_rtt") or {}).get("rtt_ms", "?")),
          f"{_num((r.get('naive_at_rtt') or {}).get('eps'))} events/s"),
         ("ttbridge: end to end", f"{_num(r.get('ttbridge_eps'))} events/s"),
+        ("  CPU per conversion (worker tree, clicks preloaded)", _us(r.get("cpu_us_per_conversion"))),
+        ("  CPU per click (worker tree, preload indexing)",
+         f"{_us(r.get('cpu_us_per_click'))}  at {_num(r.get('preload_index_cps'))} clicks/s"),
+        ("ttbridge: clicks and conversions together",
+         f"{_num(r.get('together_eps'))} events/s, {_us(r.get('cpu_us_per_conversion_together'))} "
+         "per conversion, clicks' CPU included"),
+        ("Quix Streams peer, the same records", _peer(r.get("quix"))),
+        ("ttbridge / Quix Streams (together)", _vs(r.get("ttbridge_vs_quix"))),
+        ("scaling: conversions/s with {} workers".format(" / ".join(str(p["workers"]) for p in r.get("scaling") or [])
+                                                          or "1 / 2 / 4"),
+         " / ".join(_num(p["eps"]) for p in r.get("scaling") or []) or "not run (--scaling 1,2,4)"),
+        ("receiver_capacity_eps ({})".format(r.get("receiver", "?")),
+         f"{_num(r.get('receiver_capacity_eps'))} events/s  (faithful fake: {_num(r.get('fake_capacity_eps'))}; "
+         f"{_num(r.get('receiver_headroom'), '.1f')}x the fastest phase)"),
         ("ttbridge / ceiling", _num(_ratio(r.get("ttbridge_eps"), r.get("ceiling_eps")), ".3f")),
         ("ttbridge / naive", _num(_ratio(r.get("ttbridge_eps"), r.get("naive_eps")), ".1f") + "x"),
         ("ttbridge, API answering in {} ms".format(at_rtt.get("rtt_ms", "?")),
@@ -63,7 +96,7 @@ def table(r: dict) -> str:
          f"  (at {_num(r.get('latency_offered_eps'))} events/s offered)"),
         ("rss_mb (peak, worker)", f"{_num(r.get('rss_mb'))} MB with {_num(r.get('clicks_in_table'))} "
                                   "clicks in the table"),
-        ("recovery_s (fresh worker, from changelog)", f"{_num(r.get('recovery_s'), '.1f')} s"
+        ("recovery_s (fresh worker, table from Kafka)", f"{_num(r.get('recovery_s'), '.1f')} s"
                                                       f"  (rss {_num(r.get('rss_recovered_mb'))} MB)"),
         ("startup_s (empty table)", f"{_num(r.get('startup_s'), '.1f')} s"),
         ("clicks indexed", f"{_num(r.get('click_index_cps') or r.get('preload_index_cps'))} clicks/s"),

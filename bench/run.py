@@ -1,23 +1,40 @@
-"""One benchmark run: a broker of its own, the fake Events API, ttbridge worker processes, and the
-phases in order (`Bench.run` reads top-down):
+"""One benchmark run: a broker of its own, the Events API receivers, ttbridge worker processes, and
+the phases in order (`Bench.run` reads top-down):
 
-1. preload: the clicks of N conversions; a worker starts (startup_s) and indexes them;
-2. ttbridge: the N conversions produced in one burst, timed until the fake has every joinable one
-   (their late clicks follow the burst);
-3. ceiling and naive on the same events topic (bench/baselines.py);
-4. latency: conversions at a steady half of ttbridge's throughput, produce time → received_at;
-5. state: the table topped up to M clicks (peak RSS of the worker), then a FRESH worker (new data
+0. the receivers' own capacity (bench/capacity.py, from a process of its own);
+1. preload: a worker starts (startup_s), then the clicks of N conversions are produced and
+   indexed (CPU µs per click of the worker's process tree);
+2. ttbridge: the N conversions produced in one burst, timed until the receiver has every
+   joinable one (their late clicks follow the burst); CPU µs per conversion;
+3. together: N more conversions with their clicks produced interleaved, as in production; CPU µs
+   per conversion with the clicks' CPU included;
+4. quix: the same interleaved records on fresh topics through a Quix Streams app doing the same
+   job (bench/peers/quix_app.py), in a process of its own; skipped when not installed;
+5. ceiling and naive on the same events topic (bench/baselines.py);
+6. scaling (optional): 1, 2, 4 ... fresh workers sharing fresh topics, conversions/s for each;
+7. strict: the first worker is restarted against the faithful fake; latency (conversions at a
+   steady half of ttbridge's throughput, produce time → received_at), ttbridge at 50 ms, two
+   workers (when scaling did not measure them);
+8. state: the table topped up to M clicks (peak RSS of the worker), then a FRESH worker (new data
    dir, same app id) restores it from the changelog (recovery_s), checked by a conversion that
    must join the very first click.
+Throughput phases (1-4, 6) post to the counting receiver (bench/receiver.py) unless `--receiver
+fake`; the naive forwarder and every phase from 7 on post to the faithful fake, which checks
+every body as TikTok would.
 Everything started is registered in `Stack`, which the caller stops whatever happens.
 """
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import importlib.util
 import math
 import os
 import platform
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -27,16 +44,17 @@ from typing import Awaitable, Callable
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.devtools.kafka_local import Broker, BrokerError, free_port
 from app.devtools.worker_process import WorkerProcess
 from app.job.topics import create_topics
 from app.settings import load as load_settings
 from bench.baselines import ceiling_rate, naive_rate
-from bench.fake import Arrival, SubprocessFake, make_fake
+from bench.fake import Arrival, CountingReceiver, Tally, make_fake
 from bench.kafka import TopicCounts, produce_fast
-from bench.load import PIXEL, TOKEN, Load, Pacer, click, event, kind_of, make_load, sent_at_of
-from bench.proc import CpuMeter, memory_mb
+from bench.load import PIXEL, TOKEN, Load, Pacer, click, event, interleaved, kind_of, make_load, sent_at_of
+from bench.proc import CpuMeter, TreeCpu, memory_mb
 from bench.profile import Profiler, format_hot_spots, hot_spots
 from bench.report import latency_summary
 
@@ -57,6 +75,10 @@ LATE_CLICK_DELAY_S = 1.0   # in the latency phase a late conversion's click foll
 NAIVE_RTT_MS = 50
 NAIVE_RTT_S = 3.0
 STALL_S = 90.0             # no progress for this long fails the run instead of hanging it
+ROOT = Path(__file__).resolve().parents[1]  # where `python -m bench.*` subprocesses run
+# The throughput receiver must accept at least this many times the fastest rate measured, or the
+# run says it measured its receiver.
+RECEIVER_HEADROOM = 3.0
 
 
 class BenchError(RuntimeError):
@@ -72,10 +94,14 @@ class Options:
     fake: str = "in-process"
     profile_dir: Path | None = None
     quick: bool = False
+    receiver: str = "counting"   # the throughput phases' receiver: "counting" or the faithful "fake"
+    scaling: tuple[int, ...] = ()  # worker counts of the scaling curve; () = no scaling phase
+    capacity_s: float = 3.0      # how long each receiver's capacity is measured
 
 
-QUICK = {"n": 20_000, "clicks": 30_000, "naive_s": 4.0, "latency_s": 6.0}
-FULL = {"n": 200_000, "clicks": 1_000_000, "naive_s": 15.0, "latency_s": 15.0}
+QUICK = {"n": 20_000, "clicks": 30_000, "naive_s": 4.0, "latency_s": 6.0, "scaling": (), "capacity_s": 2.0}
+FULL = {"n": 200_000, "clicks": 1_000_000, "naive_s": 15.0, "latency_s": 15.0, "scaling": (1, 2, 4),
+        "capacity_s": 4.0}
 
 
 @dataclass
@@ -86,16 +112,22 @@ class Stack:
     workers: list[WorkerProcess] = field(default_factory=list)
     fakes: list = field(default_factory=list)
     profilers: list[Profiler] = field(default_factory=list)
+    peers: list[subprocess.Popen] = field(default_factory=list)
 
     def close(self) -> None:
         for p in self.profilers:
             p.stop()
         for w in self.workers:
             w.kill()
+        for proc in self.peers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         for f in self.fakes:
-            if isinstance(f, SubprocessFake) and f.proc is not None and f.proc.poll() is None:
-                f.proc.kill()
-                f.proc.wait()
+            proc = getattr(f, "proc", None)  # the receivers in their own process
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
         if self.broker is not None:
             self.broker.stop()
 
@@ -127,23 +159,45 @@ class Bench:
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "cores": os.cpu_count(), "n": opts.n, "quick": opts.quick, "fake": opts.fake,
             "python": platform.python_version(), "phase_s": {}, "cpu_share": {}, "profiles": {},
+            "receiver": opts.receiver,
         }
-        self.changelog = f"{APP_ID}-clicks-changelog"
         self.next_index = opts.n  # conversion indices of the later phases continue from here
         self.producer: AIOKafkaProducer | None = None
         self.counts: TopicCounts | None = None
+        # pid -> clicks its table held when it started on an existing data dir (`clicks_stored`
+        # counts only what the process itself wrote).
+        self.stored_before: dict[int, int] = {}
+
+    async def _indexed(self, workers: list[WorkerProcess] | None = None) -> int:
+        """Clicks in the table: the fewest any running worker has stored (each keeps all of it,
+        app/job/clicks.py; `clicks_stored` counts its catch-up too)."""
+        running = [w for w in (workers or self.stack.workers) if w.proc is not None and w.proc.poll() is None]
+        return min([(await w.stats()).get("clicks_stored", 0) + self.stored_before.get(w.proc.pid, 0)
+                    for w in running], default=0)
 
     async def run(self) -> tuple[dict, list[float]]:
         """Every phase in order; (result, latency samples in ms)."""
         load = self._generate()
         try:
             await self._start_stack()
+            await self._capacities()
             worker = await self._preload(load)
             await self._ttbridge(load, worker)
+            del load
+            together = await self._together(worker)
+            await self._quix(together)
+            del together
             await self._baselines()
+            if self.opts.scaling:
+                await self._scaling(self.opts.scaling)
+            self.result["receiver_stats"] = await self.sink.stats()
+            self._check_headroom()
+            worker = await self._strict_worker(worker)
             latencies = await self._latency()
             await self._ttbridge_at_rtt()
-            await self._two_workers(worker)
+            await self._strict_checked()
+            if "two_workers" not in self.result:
+                await self._two_workers(worker)
             await self._state(worker)
             await self._recovery()
         finally:
@@ -199,8 +253,17 @@ class Bench:
                     "TTBRIDGE_WEB_PORT": str(free_port())}
         self.settings = load_settings(self.env)
         await create_topics(self.settings)
+        if self.opts.receiver == "counting":
+            self.sink = CountingReceiver(self.workdir)
+            self.stack.fakes.append(self.sink)
+            sink_url = await self.sink.start()
+        else:
+            self.sink, sink_url = self.fake, fake_url
+        # The throughput phases' workers post to the sink; the strict phases' to the faithful fake.
+        self.sink_env = {**self.env, "TIKTOK_API_URL": sink_url}
         self.say(f"broker {self.bootstrap} (up in {self.result['phase_s']['broker_start']} s), "
-                 f"fake Events API {fake_url} ({self.fake.mode})")
+                 f"fake Events API {fake_url} ({self.fake.mode}), throughput receiver {sink_url} "
+                 f"({self.sink.mode})")
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=20,
                                          max_batch_size=1 << 20, max_request_size=8 << 20)
         self.counts = TopicCounts(self.bootstrap)
@@ -209,9 +272,48 @@ class Bench:
 
     def _pids(self, worker: WorkerProcess) -> dict[str, int | None]:
         pids = {"worker": worker.proc.pid, "broker": self.stack.broker.pid(), "bench": os.getpid()}
-        if isinstance(self.fake, SubprocessFake):
+        if self.fake.pid != os.getpid():
             pids["fake"] = self.fake.pid
+        if self.sink is not self.fake:
+            pids["receiver"] = self.sink.pid
         return pids
+
+    async def _capacities(self) -> None:
+        """How many events/s each receiver accepts when driven directly, from a process of its own
+        (bench/capacity.py: concurrent POSTs of 1,000 mapped conversions)."""
+        r = self.result
+        receivers = {"fake": self.fake} if self.sink is self.fake else {"fake": self.fake, "receiver": self.sink}
+        r["capacity"] = {}
+        for name, receiver in receivers.items():
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.capacity", "--url", receiver.url,
+                "--seconds", str(self.opts.capacity_s), cwd=ROOT,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await proc.communicate()
+            if proc.returncode != 0:
+                raise BenchError(f"bench.capacity against the {name} failed: {err.decode(errors='replace')[-1500:]}")
+            r["capacity"][name] = {"mode": receiver.mode, **orjson.loads(out.splitlines()[-1])}
+            if hasattr(receiver, "drain"):
+                receiver.drain()  # the in-process fake keeps what it accepted until drained
+            self.say(f"capacity of the {receiver.mode} receiver: {r['capacity'][name]['eps']:,.0f} events/s "
+                     f"({r['capacity'][name]['events_per_request']:,} events per request)")
+        r["fake_capacity_eps"] = r["capacity"]["fake"]["eps"]
+        r["receiver_capacity_eps"] = r["capacity"].get("receiver", r["capacity"]["fake"])["eps"]
+
+    def _check_headroom(self) -> None:
+        """Every throughput phase must have run well under its receiver's capacity."""
+        r = self.result
+        rates = [r.get("ttbridge_eps"), r.get("together_eps"), (r.get("quix") or {}).get("eps"),
+                 *[p["eps"] for p in r.get("scaling") or []]]
+        fastest = max((v for v in rates if v), default=None)
+        if not fastest:
+            return
+        r["receiver_headroom"] = round(r["receiver_capacity_eps"] / fastest, 1)
+        if (r.get("receiver_stats") or {}).get("rejected"):
+            self.say(f"WARNING: the throughput receiver refused {r['receiver_stats']['rejected']} requests")
+        if r["receiver_headroom"] < RECEIVER_HEADROOM:
+            self.say(f"WARNING: the throughput receiver accepts only {r['receiver_headroom']}x the fastest rate "
+                     f"measured ({fastest:,.0f} events/s): the throughput phases may measure the receiver")
 
     def _profile(self, pid: int, name: str) -> Profiler | None:
         if self.opts.profile_dir is None:
@@ -252,46 +354,290 @@ class Bench:
 
     # ---- the phases
 
+    async def _delivered_tally(self, receiver, base: Tally, expected: int, what: str,
+                               on_poll: Callable[[], None] | None = None) -> Tally:
+        """Wait until `receiver` has accepted `expected` events more than `base`; its tally then."""
+        async def accepted() -> int:
+            return (await receiver.tally()).accepted - base.accepted
+        await wait_count(accepted, expected, what, on_poll=on_poll)
+        return await receiver.tally()
+
+    @staticmethod
+    def _per_event(cpu_s: float | None, count: int) -> float | None:
+        """CPU µs per event."""
+        return round(cpu_s / count * 1e6, 1) if cpu_s is not None and count else None
+
     async def _preload(self, load: Load) -> WorkerProcess:
-        t = time.monotonic()
-        await produce_fast(self.producer, self.settings.topic_clicks, load.clicks)
-        self.result["phase_s"]["produce_clicks"] = round(time.monotonic() - t, 2)
-        self.say(f"preloaded {len(load.clicks):,} clicks in {self.result['phase_s']['produce_clicks']} s")
-        worker = WorkerProcess(self.env, self.workdir / "worker-first.log")
+        """A worker starts with an empty table; then the clicks of the N conversions are produced
+        and indexed: clicks/s and CPU µs per click of the worker's process tree (clicks only)."""
+        r = self.result
+        worker = WorkerProcess(self.sink_env, self.workdir / "worker-first.log")
         self.stack.workers.append(worker)
         t_start = time.time()
         worker.start()
         await worker.wait_ready(timeout=180)
-        t_ready = time.time()
-        self.result["startup_s"] = round(t_ready - t_start, 2)
-        t_indexed = await wait_count(lambda: self.counts.count(self.changelog), len(load.clicks), "clicks indexed")
-        self.result["preload_index_cps"] = round(len(load.clicks) / (t_indexed - t_ready), 1)
-        self.say(f"worker ready in {self.result['startup_s']} s; {len(load.clicks):,} clicks indexed "
-                 f"{t_indexed - t_ready:.1f} s after ready")
+        r["startup_s"] = round(time.time() - t_start, 2)
+        self.say(f"worker ready in {r['startup_s']} s; producing {len(load.clicks):,} clicks ...")
+        cpu = TreeCpu(worker.proc.pid).start()
+        t0 = time.time()
+        await produce_fast(self.producer, self.settings.topic_clicks, load.clicks)
+        r["phase_s"]["produce_clicks"] = round(time.time() - t0, 2)
+        t_indexed = await wait_count(self._indexed, len(load.clicks), "clicks indexed")
+        cpu_s = cpu.stop()
+        r["clicks_in_table"] = len(load.clicks)
+        r["preload_index_cps"] = round(len(load.clicks) / (t_indexed - t0), 1)
+        r["cpu_us_per_click"] = self._per_event(cpu_s, len(load.clicks))
+        r["preload"] = {"clicks": len(load.clicks), "seconds": round(t_indexed - t0, 2),
+                        "produce_s": r["phase_s"]["produce_clicks"], "cpu_s": cpu_s and round(cpu_s, 2)}
+        self.say(f"preload: {len(load.clicks):,} clicks indexed in {t_indexed - t0:.1f} s = "
+                 f"{r['preload_index_cps']:,.0f} clicks/s, {r['cpu_us_per_click']} µs CPU per click (worker tree)")
         return worker
 
     async def _ttbridge(self, load: Load, worker: WorkerProcess) -> None:
+        """The N conversions in one burst into the idle worker, their clicks in the table."""
         r = self.result
         self.say(f"ttbridge: producing {len(load.events):,} conversions in one burst ...")
         prof = self._profile(worker.proc.pid, "ttbridge")
-        base, t0, t_produced = await self._burst(load)
+        base = await self.sink.tally()
+        cpu = TreeCpu(worker.proc.pid).start()
+        t0 = time.time()  # the worker is idle and ready: it consumes the first event within ms
+        await produce_fast(self.producer, self.settings.topic_events, load.events)
+        t_produced = time.time()
+        await produce_fast(self.producer, self.settings.topic_clicks, load.late_clicks)
         meter = CpuMeter(self._pids(worker)).start()  # after the burst: the producer is ours
-        arrivals: list[Arrival] = []
-        await self._delivered(base, load.joinable, "ttbridge to deliver every joinable event", arrivals)
+        end = await self._delivered_tally(self.sink, base, load.joinable, "ttbridge to deliver every joinable event")
+        cpu_s = cpu.stop()
         r["cpu_share"]["ttbridge"] = meter.stop()
         self._profiled(prof, "ttbridge")
-        t_first = min(a.received_at for a in arrivals)
-        t_last = max(a.received_at for a in arrivals)
-        r["ttbridge_eps"] = round(len(arrivals) / (t_last - t0), 1)
-        r["joined_share"] = round(sum(a.joined for a in arrivals) / len(arrivals), 4)
-        r["ttbridge"] = {"events": len(arrivals), "seconds": round(t_last - t0, 2),
-                         "produce_s": round(t_produced - t0, 2), "first_accepted_after_s": round(t_first - t0, 2)}
-        r["phase_s"]["ttbridge"] = round(t_last - t0, 2)
+        events, seconds = end.accepted - base.accepted, end.last_at - t0
+        r["clicks_in_table"] += len(load.late_clicks)
+        r["ttbridge_eps"] = round(events / seconds, 1)
+        r["joined_share"] = round((end.joined - base.joined) / events, 4)
+        r["cpu_us_per_conversion"] = self._per_event(cpu_s, len(load.events))
+        r["ttbridge"] = {"events": events, "conversions": len(load.events), "seconds": round(seconds, 2),
+                         "produce_s": round(t_produced - t0, 2), "cpu_s": cpu_s and round(cpu_s, 2)}
+        r["phase_s"]["ttbridge"] = round(seconds, 2)
         await asyncio.sleep(1.5)  # the last batch's dead letters are counted after its POST
         r["worker_stats"] = await worker.stats()
-        r["fake_stats"] = await self.fake.stats()
-        self.say(f"ttbridge: {len(arrivals):,} events accepted in {t_last - t0:.1f} s = "
-                 f"{r['ttbridge_eps']:,.0f} events/s (cpu: {r['cpu_share']['ttbridge']})")
+        r["receiver_stats"] = await self.sink.stats()
+        self.say(f"ttbridge: {events:,} events accepted in {seconds:.1f} s = {r['ttbridge_eps']:,.0f} events/s, "
+                 f"{r['cpu_us_per_conversion']} µs CPU per conversion (cpu: {r['cpu_share']['ttbridge']})")
+
+    async def _produce_together(self, chunks: list[tuple[list, list]], topic_clicks: str, topic_events: str) -> None:
+        """Clicks and conversions interleaved: each chunk's clicks are acknowledged before its
+        conversions are sent, and sent with the previous chunk's conversions (one round trip per
+        chunk), so a joinable conversion's click is produced shortly before it and a late one's
+        (two chunks on, bench.load.interleaved) shortly after."""
+        async def produce(topic: str, records: list) -> None:
+            if records:
+                await produce_fast(self.producer, topic, records)
+        await produce(topic_clicks, chunks[0][0])
+        for k, (_, events) in enumerate(chunks):
+            following = chunks[k + 1][0] if k + 1 < len(chunks) else []
+            await asyncio.gather(produce(topic_events, events), produce(topic_clicks, following))
+
+    def _together_load(self, count: int) -> tuple[Load, list[tuple[list, list]]]:
+        load = make_load(count, self.run_id, time.time(), start=self.next_index)
+        self.next_index += count
+        return load, interleaved(load, chunk=max(500, count // 20))
+
+    async def _together(self, worker: WorkerProcess) -> tuple[Load, list]:
+        """N more conversions with their clicks, produced together as in production; CPU µs per
+        conversion of the worker tree with the clicks' CPU included. Returns the load for the peers."""
+        r = self.result
+        load, chunks = self._together_load(self.opts.n)
+        clicks = len(load.clicks) + len(load.late_clicks)
+        self.say(f"together: {len(load.events):,} conversions and {clicks:,} clicks interleaved ...")
+        prof = self._profile(worker.proc.pid, "together")
+        base = await self.sink.tally()
+        cpu = TreeCpu(worker.proc.pid).start()
+        t0 = time.time()
+        await self._produce_together(chunks, self.settings.topic_clicks, self.settings.topic_events)
+        t_produced = time.time()
+        end = await self._delivered_tally(self.sink, base, load.joinable, "together: every joinable event")
+        cpu_s = cpu.stop()
+        self._profiled(prof, "together")
+        events, seconds = end.accepted - base.accepted, end.last_at - t0
+        r["clicks_in_table"] += clicks
+        r["together_eps"] = round(events / seconds, 1)
+        r["cpu_us_per_conversion_together"] = self._per_event(cpu_s, len(load.events))
+        r["together"] = {"events": events, "conversions": len(load.events), "clicks": clicks,
+                         "seconds": round(seconds, 2), "produce_s": round(t_produced - t0, 2),
+                         "cpu_s": cpu_s and round(cpu_s, 2),
+                         "joined_share": round((end.joined - base.joined) / events, 4)}
+        r["phase_s"]["together"] = round(seconds, 2)
+        self.say(f"together: {events:,} events accepted in {seconds:.1f} s = {r['together_eps']:,.0f} events/s, "
+                 f"{r['cpu_us_per_conversion_together']} µs CPU per conversion, clicks included (worker tree)")
+        return load, chunks
+
+    async def _quix(self, together: tuple[Load, list]) -> None:
+        """The together phase's records, on fresh topics, through the Quix Streams peer."""
+        r = self.result
+        if importlib.util.find_spec("quixstreams") is None:
+            r["quix"] = {"skipped": "quixstreams is not installed (.venv/bin/pip install -e '.[peers]')"}
+            self.say(f"quix: skipped: {r['quix']['skipped']}")
+            return
+        load, chunks = together
+        proc = None
+        log_path = self.workdir / "quix-peer.log"
+        receiver = self.sink
+        try:
+            if receiver is self.fake:  # the faithful fake would drop the together phase's event_ids as repeats
+                receiver = make_fake(self.opts.fake, self.workdir)
+                self.stack.fakes.append(receiver)
+                await receiver.start()
+            # The bench's clicks are keyed by click ID (murmur2), as the peer's join needs; fresh
+            # topics with the same partition count, so the peer reads exactly the together phase's records.
+            topic_clicks, topic_events = f"peer-{self.run_id}-clicks", f"peer-{self.run_id}-events"
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic(t, self.settings.partitions, 1) for t in (topic_clicks, topic_events)])
+            finally:
+                await admin.close()
+            with open(log_path, "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "bench.peers.quix_app", "--bootstrap", self.bootstrap,
+                     "--clicks", topic_clicks, "--events", topic_events, "--url", receiver.url,
+                     "--state-dir", str(self.workdir / "quix-state"), "--group", f"quix-{self.run_id}"],
+                    cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            self.stack.peers.append(proc)
+
+            def alive() -> None:
+                if proc.poll() is not None:
+                    raise BenchError(f"the Quix peer exited with {proc.returncode}: "
+                                     f"{log_path.read_text(errors='replace')[-1500:]}")
+            # A warm-up load: the peer has started, joined its group and created its topics once it is through.
+            warm, warm_chunks = self._together_load(500)
+            self.say("quix: starting the Quix Streams peer (warm-up of 500 conversions) ...")
+            base = await receiver.tally()
+            await self._produce_together(warm_chunks, topic_clicks, topic_events)
+            await self._delivered_tally(receiver, base, warm.joinable, "quix: warm-up", on_poll=alive)
+            self.say(f"quix: {len(load.events):,} conversions and their clicks interleaved, as in the together phase ...")
+            base = await receiver.tally()
+            cpu = TreeCpu(proc.pid).start()
+            t0 = time.time()
+            await self._produce_together(chunks, topic_clicks, topic_events)
+            end = await self._delivered_tally(receiver, base, load.joinable, "quix: every joinable event", on_poll=alive)
+            cpu_s = cpu.stop()
+            events, seconds = end.accepted - base.accepted, end.last_at - t0
+            r["quix_eps"] = round(events / seconds, 1)
+            r["quix"] = {"eps": r["quix_eps"], "events": events, "conversions": len(load.events),
+                         "seconds": round(seconds, 2), "cpu_s": cpu_s and round(cpu_s, 2),
+                         "cpu_us_per_conversion": self._per_event(cpu_s, len(load.events)),
+                         "joined_share": round((end.joined - base.joined) / events, 4),
+                         "rss_mb": round(memory_mb(proc.pid).get("hwm", math.nan), 1),
+                         "version": importlib.metadata.version("quixstreams")}
+            r["phase_s"]["quix"] = round(seconds, 2)
+            r["ttbridge_vs_quix"] = {
+                "eps_ratio": round(r["together_eps"] / r["quix_eps"], 2),
+                "cpu_ratio": (round(r["cpu_us_per_conversion_together"] / r["quix"]["cpu_us_per_conversion"], 2)
+                              if r["cpu_us_per_conversion_together"] and r["quix"]["cpu_us_per_conversion"] else None)}
+            self.say(f"quix: {events:,} events accepted in {seconds:.1f} s = {r['quix_eps']:,.0f} events/s, "
+                     f"{r['quix']['cpu_us_per_conversion']} µs CPU per conversion; ttbridge/quix: "
+                     f"{r['ttbridge_vs_quix']['eps_ratio']}x events/s, {r['ttbridge_vs_quix']['cpu_ratio']}x CPU")
+        except (BenchError, OSError, RuntimeError) as e:  # a broken peer is reported, not fatal
+            r["quix"] = {"failed": str(e)[:2000], "log": str(log_path)}
+            self.say(f"quix: the peer failed: {e}")
+        finally:
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        await asyncio.to_thread(proc.wait, 20)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+                self.stack.peers.remove(proc)
+            if receiver is not self.sink:
+                await receiver.stop()
+                self.stack.fakes.remove(receiver)
+
+    async def _scaling(self, counts: tuple[int, ...]) -> None:
+        """For each count, that many fresh workers (each its own data dir and port, one app id)
+        share fresh topics: their clicks are indexed, a warm-up goes through (every group has
+        settled), then N/2 conversions in one burst; conversions/s and CPU µs per conversion of
+        all the workers' trees."""
+        r = self.result
+        points = []
+        for n_workers in counts:
+            prefix = f"s{n_workers}-{self.run_id}"
+            env = {**self.sink_env, "TTBRIDGE_APP_ID": f"{APP_ID}-{prefix}",
+                   "TTBRIDGE_TOPIC_CLICKS": f"{prefix}-clicks", "TTBRIDGE_TOPIC_EVENTS": f"{prefix}-events",
+                   "TTBRIDGE_TOPIC_RETRY": f"{prefix}-retry", "TTBRIDGE_TOPIC_DLQ": f"{prefix}-dlq"}
+            settings = load_settings(env)
+            await create_topics(settings)
+            workers = [WorkerProcess({**env, "TTBRIDGE_DATA_DIR": str(self.workdir / f"state-{prefix}-{k}"),
+                                      "TTBRIDGE_WEB_PORT": str(free_port())},
+                                     self.workdir / f"worker-{prefix}-{k}.log") for k in range(n_workers)]
+            self.stack.workers.extend(workers)
+            try:
+                for w in workers:
+                    w.start()
+                for w in workers:
+                    await w.wait_ready(timeout=300)
+                in_table = 0
+                for count, name in ((1000, "warm-up"), (max(2000, self.opts.n // 2), "burst")):
+                    load = make_load(count, self.run_id, time.time(), start=self.next_index)
+                    self.next_index += count
+                    await produce_fast(self.producer, settings.topic_clicks, load.clicks)
+                    in_table += len(load.clicks)
+                    await wait_count(lambda: self._indexed(workers), in_table,
+                                     f"scaling, {n_workers} workers: {name} clicks indexed")
+                    in_table += len(load.late_clicks)
+                    if name == "burst":
+                        self.say(f"scaling: {n_workers} worker(s), {count:,} conversions in one burst ...")
+                        for w in workers:
+                            await w.wait_ready(timeout=180)
+                    base = await self.sink.tally()
+                    cpus = [TreeCpu(w.proc.pid).start() for w in workers]
+                    t0 = time.time()
+                    await produce_fast(self.producer, settings.topic_events, load.events)
+                    await produce_fast(self.producer, settings.topic_clicks, load.late_clicks)
+                    end = await self._delivered_tally(self.sink, base, load.joinable,
+                                                      f"scaling, {n_workers} workers: {name}")
+                    used = [c.stop() for c in cpus]
+                events, seconds = end.accepted - base.accepted, end.last_at - t0
+                cpu_s = sum(u for u in used if u is not None)
+                point = {"workers": n_workers, "eps": round(events / seconds, 1), "events": events,
+                         "conversions": count, "seconds": round(seconds, 2), "cpu_s": round(cpu_s, 2),
+                         "cpu_us_per_conversion": self._per_event(cpu_s, count)}
+                points.append(point)
+                self.say(f"scaling: {n_workers} worker(s): {events:,} events in {seconds:.1f} s = "
+                         f"{point['eps']:,.0f} conversions/s, {point['cpu_us_per_conversion']} µs CPU per conversion")
+            finally:
+                await asyncio.gather(*(asyncio.to_thread(w.stop, 60.0) for w in workers))
+                for w in workers:
+                    self.stack.workers.remove(w)
+        r["scaling"] = points
+        r["scaling_eps"] = [p["eps"] for p in points]
+        two = next((p for p in points if p["workers"] == 2), None)
+        if two is not None:  # the two-workers phase would measure the same again
+            r["two_workers"] = {"eps": two["eps"], "events": two["events"], "seconds": two["seconds"],
+                                "from": "scaling"}
+
+    async def _strict_checked(self) -> None:
+        """The faithful fake's counters after the strict phases: every body it got must have passed."""
+        stats = self.result["fake_stats"] = await self.fake.stats()
+        refused = sum(stats.get("rejections", {}).values()) + stats.get("http_errors", 0)
+        self.say(f"strict: the faithful fake accepted {stats['events_accepted']:,} events in {stats['requests']:,} "
+                 f"requests, {refused} refused")
+
+    async def _strict_worker(self, worker: WorkerProcess) -> WorkerProcess:
+        """From here on the first worker posts to the faithful fake: it is restarted with the same
+        data dir (its table stays) and the fake's URL, unless it posted to the fake already."""
+        if self.sink is self.fake:
+            return worker
+        self.result["rss_throughput_mb"] = round(memory_mb(worker.proc.pid).get("hwm", math.nan), 1)
+        self.say("strict: restarting the worker against the faithful fake ...")
+        await asyncio.to_thread(worker.stop, 60.0)
+        self.stack.workers.remove(worker)
+        strict = WorkerProcess(self.env, self.workdir / "worker-first-strict.log")
+        self.stack.workers.append(strict)
+        strict.start()
+        self.stored_before[strict.proc.pid] = self.result["clicks_in_table"]
+        await strict.wait_ready(timeout=180)
+        return strict
 
     async def _baselines(self) -> None:
         r = self.result
@@ -326,7 +672,7 @@ class Bench:
         self.next_index += count
         await produce_fast(self.producer, self.settings.topic_clicks, load.clicks)
         in_table = r["clicks_in_table"] + len(load.clicks)
-        await wait_count(lambda: self.counts.count(self.changelog), in_table, "rtt clicks indexed")
+        await wait_count(self._indexed, in_table, "rtt clicks indexed")
         r["clicks_in_table"] = in_table + len(load.late_clicks)
         self.say(f"ttbridge (API answering in {NAIVE_RTT_MS} ms): {count:,} conversions in one burst ...")
         await self.fake.set_latency(NAIVE_RTT_MS)
@@ -361,7 +707,7 @@ class Bench:
             self.next_index += count
             await produce_fast(self.producer, self.settings.topic_clicks, load.clicks)
             in_table = r["clicks_in_table"] + len(load.clicks)
-            await wait_count(lambda: self.counts.count(self.changelog), in_table, f"two workers: {name} clicks indexed")
+            await wait_count(self._indexed, in_table, f"two workers: {name} clicks indexed")
             r["clicks_in_table"] = in_table + len(load.late_clicks)
             if name == "burst":
                 self.say(f"two workers: {count:,} conversions in one burst ...")
@@ -389,8 +735,8 @@ class Bench:
         lat_load = make_load(count, self.run_id, time.time(), start=start)
         late_clicks = dict(lat_load.late_clicks)
         await produce_fast(self.producer, self.settings.topic_clicks, lat_load.clicks)
-        in_table = sum(1 for i in range(opts.n) if kind_of(i) != "no_click") + len(lat_load.clicks)
-        await wait_count(lambda: self.counts.count(self.changelog), in_table, "latency clicks indexed")
+        in_table = r["clicks_in_table"] + len(lat_load.clicks)
+        await wait_count(self._indexed, in_table, "latency clicks indexed")
         self.say(f"latency: {count:,} conversions at {rate:,.0f} events/s for {opts.latency_s:.0f} s ...")
 
         self.fake.drain()
@@ -458,7 +804,7 @@ class Bench:
             await produce_fast(self.producer, self.settings.topic_clicks, filler)
             produced_s = time.time() - t0
             del filler
-            t_done = await wait_count(lambda: self.counts.count(self.changelog), have + extra,
+            t_done = await wait_count(self._indexed, have + extra,
                                       "clicks indexed", interval=0.5)
             r["cpu_share"]["clicks"] = meter.stop()
             self._profiled(prof, "clicks")
@@ -467,7 +813,8 @@ class Bench:
             self.say(f"state: {extra:,} clicks produced in {produced_s:.1f} s, indexed in {t_done - t0:.1f} s "
                      f"= {r['click_index_cps']:,.0f} clicks/s")
         mem = memory_mb(worker.proc.pid)
-        r["rss_mb"] = round(mem.get("hwm", math.nan), 1)
+        # The peak of this worker's process and, before the strict phases restarted it, of its predecessor.
+        r["rss_mb"] = round(max(mem.get("hwm", math.nan), r.get("rss_throughput_mb", 0.0)), 1)
         r["rss_now_mb"] = round(mem.get("rss", math.nan), 1)
         t = time.monotonic()
         code = await asyncio.to_thread(worker.stop, 60.0)

@@ -1,13 +1,11 @@
 """How long a fresh worker needs to restore M clicks, without indexing them first.
 
 `python -m bench` fills the table through a worker (~4 min for 1M clicks) before it times the
-recovery; this writes the clicks table's changelog directly, as the click store would have
-(key and value JSON as faust's table serialises them, partition: where the click store has the
-click ID), then starts a
-fresh worker and times it from start until /readyz says it is recovered. A conversion for the
+recovery; this writes the clicks table's topic (clicks-by-click-id) directly, in bundles as the
+intake writes them (app/job/bundles.py), then starts a fresh worker and times it from start until /readyz says it is recovered. A conversion for the
 first and one for the last click must then arrive joined: the table really came back.
 
-    .venv/bin/python -m bench.recovery [--clicks 1000000] [--no-bulk-restore] [--profile DIR]
+    .venv/bin/python -m bench.recovery [--clicks 1000000] [--profile DIR]
 """
 from __future__ import annotations
 
@@ -20,22 +18,20 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.devtools.kafka_local import Broker, free_port
 from app.devtools.worker_process import WorkerProcess
-from app.job.bundles import partition_of
-from app.job.topics import create_topics
+from app.job.bundles import Bundler
+from app.job.topics import create_topics, load_specs
 from app.mapping.decode import decode_click
 from app.settings import load as load_settings
 from bench.fake import make_fake
-from bench.kafka import produce_fast
 from bench.load import PIXEL, TOKEN, click, event
 from bench.proc import CpuMeter, memory_mb
 from bench.run import APP_ID, WORKER_TOML, Stack, wait_count
 
 
-async def run(clicks: int, workdir: Path, stack: Stack, profile_dir: Path | None, bulk: bool) -> dict:
+async def run(clicks: int, workdir: Path, stack: Stack, profile_dir: Path | None) -> dict:
     stack.broker = Broker(workdir / "kafka", free_port(), free_port())
     bootstrap = await asyncio.to_thread(stack.broker.start)
     fake = make_fake("in-process", workdir)
@@ -49,35 +45,30 @@ async def run(clicks: int, workdir: Path, stack: Stack, profile_dir: Path | None
            "TTBRIDGE_WEB_PORT": str(free_port())}
     settings = load_settings(env)
     await create_topics(settings)
-    changelog = f"{APP_ID}-clicks-changelog"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(changelog, settings.partitions, 1,
-                                            topic_configs={"cleanup.policy": "compact"})])
-    finally:
-        await admin.close()
-
+    # The clicks table's log: bundles as the intake writes them (app/job/bundles.py).
+    topic = load_specs(settings)["clicks-by-click-id"].name
     run_id, now = "rec", time.time()
     t = time.monotonic()
-    records = []
+    bundler = Bundler(settings.partitions)
+    values = []
     for i in range(clicks):
-        click_id, record = decode_click(orjson.dumps(click(i, run_id, now)), 1 << 20)
-        records.append((orjson.dumps(click_id), orjson.dumps(record)))
+        bundler.add_click(*decode_click(orjson.dumps(click(i, run_id, now)), 1 << 20))
+        if i % 500 == 499:
+            values += bundler.records()
+    values += bundler.records()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20,
                                 max_batch_size=1 << 20, max_request_size=8 << 20)
     await producer.start()
     try:
-        n = settings.partitions
-        await produce_fast(producer, changelog, records,
-                           partition_of=lambda key: partition_of(orjson.loads(key), n))
-        size = sum(len(k) + len(v) for k, v in records)
-        del records
-        print(f"{clicks:,} clicks ({size / 1e6:,.0f} MB) written to {changelog} in "
+        for _, _, value, partition in values:
+            await producer.send(topic, value, partition=partition)
+        await producer.flush()
+        size = sum(len(v[2]) for v in values)
+        del values
+        print(f"{clicks:,} clicks ({size / 1e6:,.0f} MB) written to {topic} in "
               f"{time.monotonic() - t:.1f} s")
 
-        worker = WorkerProcess(env, workdir / "worker.log", loglevel="info",
-                               args=() if bulk else ("--no-bulk-restore",))
+        worker = WorkerProcess(env, workdir / "worker.log", loglevel="info")
         stack.workers.append(worker)
         t_start = time.time()
         worker.start()
@@ -112,7 +103,7 @@ async def run(clicks: int, workdir: Path, stack: Stack, profile_dir: Path | None
         await wait_count(probes_arrived, len(probes), "the probes")
         joined = all(a.joined for a in arrived)
         print(f"probes for the first and last click arrived joined: {joined}")
-        return {"clicks": clicks, "bulk_restore": bulk, "recovery_s": round(recovery_s, 2), "rss_mb": rss, "cpu": cpu,
+        return {"clicks": clicks, "recovery_s": round(recovery_s, 2), "rss_mb": rss, "cpu": cpu,
                 "joined": joined}
     finally:
         await producer.stop()
@@ -126,13 +117,12 @@ async def run(clicks: int, workdir: Path, stack: Stack, profile_dir: Path | None
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.recovery", description=__doc__.split("\n\n")[0])
     p.add_argument("--clicks", type=int, default=1_000_000)
-    p.add_argument("--no-bulk-restore", action="store_true", help="faust's own recovery only (before)")
     p.add_argument("--profile", type=Path, default=None, help="py-spy the worker; stacks into this dir")
     args = p.parse_args(argv)
     stack = Stack()
     with tempfile.TemporaryDirectory(prefix="ttbridge-recovery-") as tmp:
         try:
-            result = asyncio.run(run(args.clicks, Path(tmp), stack, args.profile, not args.no_bulk_restore))
+            result = asyncio.run(run(args.clicks, Path(tmp), stack, args.profile))
         finally:
             stack.close()
     print(orjson.dumps(result).decode())

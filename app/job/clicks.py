@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 # Keys: b"c" + click ID -> the click's JSON; b"o" + partition -> the last applied offset of the
 # topic's partition (as text). One keyspace, so a bundle's clicks and its offset are one write.
 _CLICK, _OFFSET = b"c", b"o"
-_MAX_RECORDS = 2_000       # bundles per fetch (each up to batch_max clicks)
+_MAX_RECORDS = 200         # bundles per fetch (each up to batch_max clicks): bounds a write batch's memory
 _SWEEP_CHUNK = 10_000      # deletes per write batch when sweeping
 _STALL_S = 30.0            # catch-up: no records for this long is an error
 

@@ -26,6 +26,9 @@ ttbridge_clicks_expired_total 0.0
 # HELP ttbridge_clicks_in_total clicks read (including landing pages recorded as clicks)
 # TYPE ttbridge_clicks_in_total counter
 ttbridge_clicks_in_total 0.0
+# HELP ttbridge_clicks_stored_total clicks written to this worker's copy of the clicks table
+# TYPE ttbridge_clicks_stored_total counter
+ttbridge_clicks_stored_total 0.0
 # HELP ttbridge_dead_letters_total records written to the dead-letter topic, by reason
 # TYPE ttbridge_dead_letters_total counter
 ttbridge_dead_letters_total{pixel="",reason=""} 0.0

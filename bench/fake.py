@@ -105,24 +105,9 @@ class SubprocessFake(_Tallied):
 
     async def start(self) -> str:
         port = free_port()
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app", "fake-tiktok", "--port", str(port), "--access-token", TOKEN,
-                 "--pixel", PIXEL, "--record", str(self.record)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        self.pid = self.proc.pid
-        self.url = f"http://127.0.0.1:{port}"
-        self._session = aiohttp.ClientSession()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"fake-tiktok exited: {self.log.read_text(errors='replace')[-2000:]}")
-            try:
-                await self.stats()
-                return self.url
-            except (aiohttp.ClientError, OSError):
-                await asyncio.sleep(0.2)
-        raise TimeoutError("fake-tiktok did not answer within 30 s")
+        return await _spawn(self, "fake-tiktok", port, [
+            "-m", "app", "fake-tiktok", "--port", str(port), "--access-token", TOKEN, "--pixel", PIXEL,
+            "--record", str(self.record)])
 
     async def stats(self) -> dict:
         async with self._session.get(self.url + "/stats") as r:
@@ -173,23 +158,7 @@ class CountingReceiver:
 
     async def start(self) -> str:
         port = free_port()
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "bench.receiver", "--port", str(port)],
-                                         cwd=Path(__file__).resolve().parents[1], stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        self.pid = self.proc.pid
-        self.url = f"http://127.0.0.1:{port}"
-        self._session = aiohttp.ClientSession()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"bench.receiver exited: {self.log.read_text(errors='replace')[-2000:]}")
-            try:
-                await self.stats()
-                return self.url
-            except (aiohttp.ClientError, OSError):
-                await asyncio.sleep(0.2)
-        raise TimeoutError("bench.receiver did not answer within 30 s")
+        return await _spawn(self, "bench.receiver", port, ["-m", "bench.receiver", "--port", str(port)])
 
     async def stats(self) -> dict:
         async with self._session.get(self.url + "/stats") as r:
@@ -217,3 +186,25 @@ class CountingReceiver:
 
 def make_fake(mode: str, workdir: Path) -> InProcessFake | SubprocessFake:
     return InProcessFake() if mode == "in-process" else SubprocessFake(workdir)
+
+
+async def _spawn(receiver, name: str, port: int, args: list[str]) -> str:
+    """Start `receiver` (a subprocess receiver with `log`, `stats()`) as `python args` from the
+    repository root, and wait until it answers; its URL."""
+    with open(receiver.log, "wb") as log:
+        receiver.proc = subprocess.Popen([sys.executable, *args], cwd=Path(__file__).resolve().parents[1],
+                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+    receiver.pid = receiver.proc.pid
+    receiver.url = f"http://127.0.0.1:{port}"
+    receiver._session = aiohttp.ClientSession()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if receiver.proc.poll() is not None:
+            raise RuntimeError(f"{name} exited: {receiver.log.read_text(errors='replace')[-2000:]}")
+        try:
+            await receiver.stats()
+            return receiver.url
+        except (aiohttp.ClientError, OSError):
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{name} did not answer within 30 s")

@@ -27,9 +27,8 @@ Write = Callable[[list[Record]], Awaitable[None]]
 
 class BatchWriter:
     """A `Write` over a producer of its own (acks from all in-sync replicas). Keys go to
-    partitions exactly as Kafka's default partitioner puts them (murmur2), so the clicks and the
-    events repartitioned by click ID stay co-partitioned with each other and with what any Java
-    or aiokafka producer writes. `topics` maps the roles records name to topic names; `security`
+    partitions exactly as Kafka's default partitioner puts them (murmur2), as any Java or aiokafka
+    producer would. `topics` maps the roles records name to topic names; `security`
     is app.job.kafka_security.client_options."""
 
     def __init__(self, bootstrap_servers: str, topics: Mapping[str, str],

@@ -1,10 +1,10 @@
 """The forwarder: join each event with its click, map it, batch per pixel, deliver, and make the
-outcome durable before anything is acked.
+outcome durable before its input message may be committed.
 
 Every event handed to `handle` ends up in exactly one place: accepted by TikTok, on the retry
-topic, on the dead-letter topic, counted as skipped, or pending (waiting for its click, unacked).
-A record of events-by-click-id is a bundle of events (app.job.bundles): it is acked once every event
-in it has its durable outcome.
+topic, on the dead-letter topic, counted as skipped, or pending (waiting for its click, its
+message not committable). The intake hands each event over with the ticket of the message it
+came from (app.job.offsets): the ticket is settled once the event's outcome is durable.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import time
 from collections import defaultdict
 from typing import Any, Awaitable, Callable, Mapping
 
-from app.job.bundles import event_of, read_events
 from app.job.durable import Write, write_durably
 from app.job.metrics import Metrics
+from app.job.offsets import Ticket
 from app.job.records import dead_letter, encode, hash_original, retry_record
 from app.mapping.events import (
     MappingConfig,
@@ -33,37 +33,18 @@ from app.settings import Settings
 from app.tiktok.requests import request_bodies
 from app.tiktok.sender import Sender
 
-__all__ = ["Forwarder", "Lookup", "source_of"]
+__all__ = ["Forwarder", "Lookup"]
 
 log = logging.getLogger(__name__)
 
 _PENDING = object()
-# Rounds on the wire at once. The stream maps the next round while one is delivered: with one
+# Rounds on the wire at once. The intake maps the next round while one is delivered: with one
 # the worker sat idle (12% of its samples in select) for every request's round trip.
 ROUNDS_IN_FLIGHT = 2
 
 
-def source_of(fe) -> dict:
-    m = fe.message
-    return {"topic": m.topic, "partition": m.partition, "offset": m.offset}
-
-
 # lookup(click_id): the click, or None (app.job.clicks.Clicks.read).
 Lookup = Callable[[str], "dict | None"]
-
-
-class _Bundle:
-    """One events-by-click-id record and how many of its events still lack a durable outcome."""
-
-    __slots__ = ("fe", "open")
-
-    def __init__(self, fe, n: int) -> None:
-        self.fe, self.open = fe, n
-
-    def settle(self) -> None:
-        self.open -= 1
-        if self.open == 0:
-            self.fe.ack()
 
 
 class Forwarder:
@@ -80,16 +61,16 @@ class Forwarder:
         self.metrics = metrics
         self.router = Router(settings)
         self.assigned = assigned
-        # click ID -> [(bundle, entry)] waiting for that late click. Unacked, so a crash replays
+        # click ID -> [(ticket, entry)] waiting for that late click. Unsettled, so a crash re-reads
         # them; their offsets hold back commits by at most join_wait.
-        self.pending: dict[str, list[tuple[_Bundle, dict]]] = {}
+        self.pending: dict[str, list[tuple[Ticket, dict]]] = {}
         self._arrived: set[str] = set()  # pending click IDs the click store has stored since
         self._wake = asyncio.Event()
         self._last_full_pass = 0.0
         self._lock = asyncio.Lock()  # handle and recheck both take from and add to `pending`
         self._in_flight: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(ROUNDS_IN_FLIGHT)
-        metrics.gauge("pending_late_events", "events waiting for their late click (unacked)", (),
+        metrics.gauge("pending_late_events", "events waiting for their late click (their messages not committable)", (),
                       lambda: {(): self.pending_count})
         # The real Sender times each POST for the metrics (tests' stand-ins may not).
         if getattr(sender, "observe", False) is None:
@@ -98,49 +79,21 @@ class Forwarder:
             metrics.gauge("requests_in_flight", "requests to the Events API on the wire", ("pixel",),
                           sender.in_flight)
 
-    async def handle(self, batch: list) -> None:
-        """Join and map the round now; its delivery goes on in the background (returns at once,
-        or when one of ROUNDS_IN_FLIGHT rounds is done)."""
-        await self._start(lambda: self._unbundle(batch))
+    async def handle(self, entries: list) -> None:
+        """Join and map these (ticket, entry) pairs now; their delivery goes on in the background
+        (returns at once, or when one of ROUNDS_IN_FLIGHT rounds is done). An entry is
+        {"click_id", "at" (when the intake read it), "source", "event", "raw" (its bytes)}."""
+        await self._start(lambda: entries)
 
-    def _unbundle(self, batch: list) -> tuple[list, list]:
-        now = time.time()
-        entries, broken = [], []
-        for fe in batch:
-            try:
-                events = read_events(fe.value)
-            except Exception as e:  # noqa: BLE001 - only we write here; junk must not stop the stream
-                log.error("dead-lettering a malformed record on %s at offset %s", fe.message.topic,
-                          fe.message.offset)
-                broken.append((_Bundle(fe, 1), (None, dead_letter(
-                    "internal_error", f"{type(e).__name__}: {e}", "map", now, source=source_of(fe),
-                    original=fe.value))))
-                continue
-            bundle = _Bundle(fe, len(events))
-            # Each event is parsed from its own bytes: one that cannot be is dead-lettered alone,
-            # with its own source and bytes, and its bundle-mates go on (app.job.bundles).
-            for entry in events:
-                try:
-                    event_of(entry)
-                except Refusal as r:
-                    broken.append((bundle, (None, dead_letter(r.reason, r.message, "decode", now,
-                                                              source=entry.get("source"),
-                                                              original=_original(entry)))))
-                    continue
-                except Exception as e:  # noqa: BLE001 - a bug costs this entry, not its bundle
-                    log.exception("unexpected error reading an event of a bundle")
-                    broken.append((bundle, (None, dead_letter(
-                        "internal_error", f"{type(e).__name__}: {e}", "decode", now,
-                        source=entry.get("source"), original=_original(entry)))))
-                    continue
-                entries.append((bundle, entry))
-            if not events:
-                fe.ack()
-        return entries, broken
+    def abandon_pending(self) -> None:
+        """The intake restarted from its committed offsets: the events waiting for a click are
+        read again, so they wait no longer here."""
+        self.pending.clear()
+        self._arrived = set()
 
     async def drain(self, within: float | None = None) -> None:
         """Wait for the rounds on the wire (at shutdown, before the HTTP session closes); those
-        still out after `within` seconds are cancelled: their events stay unacked and are
+        still out after `within` seconds are cancelled: their events stay uncommitted and are
         re-read (with the same event_ids, which TikTok drops as duplicates)."""
         deadline = None if within is None else time.monotonic() + within
         while self._in_flight:
@@ -151,14 +104,13 @@ class Forwarder:
                 left = None
             await asyncio.wait(list(self._in_flight), timeout=left)
 
-    async def _start(self, take: Callable[[], tuple[list, list]]) -> None:
-        """Under the lock, `take()` the entries (and broken bundles' dead letters) and prepare
-        them; then deliver in the background, in one of ROUNDS_IN_FLIGHT slots."""
+    async def _start(self, take: Callable[[], list]) -> None:
+        """Under the lock, `take()` the entries and prepare them; then deliver in the
+        background, in one of ROUNDS_IN_FLIGHT slots."""
         await self._slots.acquire()
         try:
             async with self._lock:
-                entries, broken = take()
-                delivery = self._process(entries, time.time(), broken)
+                delivery = self._process(take(), time.time())
         except BaseException:
             self._slots.release()
             raise
@@ -170,9 +122,9 @@ class Forwarder:
         self._in_flight.discard(task)
         self._slots.release()
         if not task.cancelled() and task.exception() is not None:
-            # Its events stay unacked: the partition's commits stop there and the next owner (or
+            # Its events stay unsettled: the partition's commits stop there and the next owner (or
             # this worker after a restart) re-reads them. Loud, not lost.
-            log.error("a delivery failed; its events stay unacked and are re-read after a restart "
+            log.error("a delivery failed; its events stay uncommitted and are re-read after a restart "
                       "or rebalance", exc_info=task.exception())
 
     @property
@@ -202,7 +154,7 @@ class Forwarder:
         if not self.pending:
             return
 
-        def take() -> tuple[list, list]:
+        def take() -> list:
             now = time.time()
             if now - self._last_full_pass >= interval:
                 self._last_full_pass = now
@@ -214,20 +166,20 @@ class Forwarder:
             if self.assigned is not None:
                 # A partition moved away in a rebalance: its new owner re-reads these events.
                 mine = self.assigned()
-                entries = [e for e in entries if e[0].fe.message.tp in mine]
-            return entries, []
+                entries = [e for e in entries if e[0].tp in mine]
+            return entries
         await self._start(take)
 
-    def _process(self, entries: list, now: float, broken: list) -> Awaitable[None]:
+    def _process(self, entries: list, now: float) -> Awaitable[None]:
         """Join and map `entries` (those waiting for their click go to `pending`); returns their
-        delivery, which settles each bundle once its events' outcomes are durable."""
+        delivery, which settles each one's ticket once its outcome is durable."""
         groups: dict[tuple, list[dict]] = defaultdict(list)
         pixels: dict[tuple, Any] = {}
         oldest: dict[tuple, float] = {}  # per body group: when the intake read its oldest event
-        dead: list[tuple[bytes | None, dict]] = [record for _, record in broken]
-        done: list = [bundle for bundle, _ in broken]
+        dead: list[tuple[bytes | None, dict]] = []
+        done: list[Ticket] = []
         m = self.metrics
-        for bundle, entry in entries:
+        for ticket, entry in entries:
             try:
                 outcome = self._prepare(entry, now)
             except Exception as e:  # noqa: BLE001 - a bug must not stop the stream or lose the event
@@ -235,9 +187,9 @@ class Forwarder:
                 outcome = dead_letter("internal_error", f"{type(e).__name__}: {e}", "map", now,
                                       source=entry.get("source"), original=_original(entry))
             if outcome is _PENDING:
-                self.pending.setdefault(entry["click_id"], []).append((bundle, entry))
+                self.pending.setdefault(entry["click_id"], []).append((ticket, entry))
                 continue
-            done.append(bundle)
+            done.append(ticket)
             if isinstance(outcome, dict):
                 dead.append((None, outcome))
             elif outcome is not None:
@@ -275,8 +227,8 @@ class Forwarder:
         for _, record in dead:
             m.add("dead_letters", reason=record["reason"], pixel=record.get("pixel_code") or "")
         await self._durably(retries, dead)
-        for bundle in done:
-            bundle.settle()
+        for ticket in done:
+            ticket.settle()
 
     def _prepare(self, entry: dict, now: float):
         """One event's fate: _PENDING, a dead-letter record, None (skipped), or (pixel, items,

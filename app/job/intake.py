@@ -1,31 +1,36 @@
-"""The intake: clicks and tracking events in, validated, bundled by click ID, out to the
-repartition topics (bad input to the DLQ with its reason).
+"""The intake: clicks and tracking events in, validated; clicks bundled by click ID out to the
+clicks table's log, events handed to the forwarder in this process (bad input to the DLQ with
+its reason).
 
-This stage is stateless, so it needs none of faust's machinery: it is a plain aiokafka consumer
-in its own group ("<app id>-intake") reading a batch at a time. faust's per-message stream path
-cost more than the whole of ttbridge's work on an event (bench/README.md); here a batch of up to
-`batch_max` messages costs one poll, one durable write of its bundles (app.job.bundles) and one
-commit. Offsets are committed only after every write of the batch is durable: a crash or a
-rebalance re-reads the batch (duplicates on the repartition topics, never gaps; event_ids are
+A plain aiokafka consumer in its own group ("<app id>-intake", the job's one consumer group of
+input) reading a batch at a time: faust's per-message stream path cost more than the whole of
+ttbridge's work on an event (bench/README.md). The events are not repartitioned: every worker
+holds the whole clicks table (app.job.clicks), so the join needs no co-partitioning and each
+event is parsed once, here, and joined where it was read (like a Kafka Streams join against a
+global table).
+
+Offsets are committed once every message before them has a durable outcome (app.job.offsets):
+a crash or a rebalance re-reads what was not (duplicates at worst, never gaps; event_ids are
 stable, so TikTok drops the second copy).
 """
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from typing import Mapping
 
 import orjson
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from app.job.bundles import Bundler
 from app.job.durable import Write, write_durably
+from app.job.forwarder import Forwarder
 from app.job.kafka_security import client_options
 from app.job.metrics import Metrics
+from app.job.offsets import Offsets, Ticket
 from app.job.records import dead_letter, encode, hash_original
 from app.mapping.decode import click_from_landing, decode_click, decode_object
 from app.mapping.events import MappingConfig, Refusal, click_id_of, events_of, skip_reason, tiktok_names
@@ -41,17 +46,26 @@ POLL_MS = 50
 
 class Intake:
     def __init__(self, settings: Settings, mapping: MappingConfig, write: Write, metrics: Metrics,
-                 mappings: Mapping[str, MappingConfig] | None = None) -> None:
+                 forwarder: Forwarder, mappings: Mapping[str, MappingConfig] | None = None) -> None:
         self.settings = settings
         # Each input topic's shape reads its events (`mappings`); `mapping` those of the others.
         self.mapping = mapping
         self.mappings = dict(mappings or {})
         self.write = write
         self.metrics = metrics
+        self.forwarder = forwarder
         self.group = f"{settings.app_id}-intake"
-        # Events without a click ID take the partitions in turn, across polls.
-        self._spread = itertools.cycle(range(settings.partitions))
         self.topics = (settings.topic_clicks, *(self.mappings or (settings.topic_events,)))
+        self.offsets = Offsets()
+        self._consumer: AIOKafkaConsumer | None = None
+        # The events read since the last round was handed to the forwarder, and since when.
+        self._round: list[tuple[Ticket, dict]] = []
+        self._round_since = 0.0
+        metrics.gauge("intake_messages_held", "input messages read and not yet committable", (),
+                      lambda: {(): self.offsets.holding()})
+
+    def assignment(self) -> set:
+        return self._consumer.assignment() if self._consumer is not None else set()
 
     async def run(self) -> None:
         """Until cancelled; a failure (the broker gone for long, a bug) restarts the consumer
@@ -73,55 +87,82 @@ class Intake:
             session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
             max_partition_fetch_bytes=2 * s.max_message_bytes, **client_options(s))
+        # A restart re-reads from the committed offsets: what the last consumer held is read again.
+        self.offsets, self._round = Offsets(), []
+        self.forwarder.abandon_pending()
         try:
             await consumer.start()  # inside: a start that fails is stopped too (no leaked client)
+            self._consumer = consumer
             self.metrics.watch_consumer(self.group, consumer)  # broker connectivity and lag, when scraped
-            consumer.subscribe(self.topics)
+            consumer.subscribe(self.topics, listener=_Rebalance(self, consumer))
             while True:
                 batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=s.batch_max)
                 await self.metrics.refresh_lag(self.group, consumer)  # at most once a second
-                if not batches:
-                    continue
-                await write_durably(self.write, self.decode(batches, time.time()))
-                try:
-                    await consumer.commit({tp: OffsetAndMetadata(msgs[-1].offset + 1, "")
-                                           for tp, msgs in batches.items()})
-                except (CommitFailedError, IllegalStateError) as e:
-                    # A rebalance took the partitions while we wrote: their new owner re-reads
-                    # the batch (duplicates, never gaps).
-                    log.warning("intake commit refused after a rebalance (%s); the batch will be "
-                                "read again", type(e).__name__)
+                now = time.time()
+                if batches:
+                    writes, tickets = self.decode(batches, now)
+                    await write_durably(self.write, writes)
+                    for ticket in tickets:
+                        ticket.settle()  # its clicks and dead letters are durable
+                if self._round and (len(self._round) >= s.batch_max or now - self._round_since >= s.batch_window_s):
+                    round_, self._round = self._round, []
+                    await self.forwarder.handle(round_)  # maps now; waits only for a free slot
+                await self._commit(consumer)
         finally:
-            await consumer.stop()
+            self._consumer = None
+            try:
+                # Rounds on the wire get a quarter of the shutdown bound, then are cancelled: a hung
+                # request must not run the worker into its watchdog (exit 75). Then what is settled
+                # is committed, so that a restart re-reads as little as possible.
+                await self.forwarder.drain(within=s.shutdown_timeout_s / 4)
+                await self._commit(consumer)
+            finally:
+                await consumer.stop()
 
-    def decode(self, batches: dict, now: float) -> list[tuple]:
-        """Every message of a poll as writes: bundles of valid events and clicks, and dead
-        letters. A bug in decoding dead-letters that message instead of stopping the intake."""
-        bundler, dead = Bundler(self.settings.partitions, self._spread), []
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        offsets = self.offsets.committable()
+        mine = consumer.assignment()
+        offsets = {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items() if tp in mine}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, KafkaError) as e:
+            # A rebalance took the partitions (their new owner re-reads from the last commit:
+            # duplicates, never gaps), or the broker is away (the next commit carries these).
+            log.warning("intake commit refused (%s); the next commit or owner covers it", type(e).__name__)
+
+    def decode(self, batches: dict, now: float) -> tuple[list[tuple], list[Ticket]]:
+        """Every message of a poll: the writes (bundles of clicks, dead letters) and one ticket
+        per message, to settle once the writes are durable. Its events join the round. A bug in
+        decoding dead-letters that message instead of stopping the intake."""
+        bundler, dead, tickets = Bundler(self.settings.partitions), [], []
         clicks_topic = self.settings.topic_clicks
         for tp, messages in batches.items():
             decode_one = self._click if tp.topic == clicks_topic else self._event
             for msg in messages:
+                ticket = self.offsets.ticket(tp, msg.offset)
+                tickets.append(ticket)
                 try:
-                    dead += decode_one(msg, bundler, now) or ()
+                    dead += decode_one(msg, ticket, bundler, now) or ()
                 except Refusal as r:
                     dead += self._refused(msg, r.reason, r.message, now)
                 except Exception as e:  # noqa: BLE001
                     log.exception("unexpected error decoding a message")
                     dead += self._refused(msg, "internal_error", f"{type(e).__name__}: {e}", now)
-        return bundler.records() + dead
+        return bundler.records() + dead, tickets
 
-    def _click(self, msg, bundler: Bundler, now: float) -> None:
+    def _click(self, msg, ticket: Ticket, bundler: Bundler, now: float) -> None:
         self.metrics.add("clicks_in")
         bundler.add_click(*decode_click(msg.value, self.settings.max_message_bytes))
 
-    def _event(self, msg, bundler: Bundler, now: float) -> list[tuple]:
+    def _event(self, msg, ticket: Ticket, bundler: Bundler, now: float) -> list[tuple]:
         self.metrics.add("events_in")  # a message; a batch counts each of its events
         mapping = self.mappings.get(msg.topic, self.mapping)
         doc = decode_object(msg.value, self.settings.max_message_bytes)
         if mapping.plan.batch_path is None:
-            # The original bytes travel on: no re-serialisation.
-            self._one(doc, msg.value, _source(msg), mapping, bundler, now)
+            # The original bytes stay with the event, for its dead letter if it gets one.
+            self._one(doc, msg.value, _source(msg), mapping, ticket, bundler, now)
             return []
         # A batch (mParticle's): each event goes on, or is dead-lettered, alone.
         dead = []
@@ -134,7 +175,7 @@ class Intake:
             try:
                 if isinstance(event, Refusal):
                     raise event
-                self._one(event, None, source, mapping, bundler, now)
+                self._one(event, None, source, mapping, ticket, bundler, now)
             except Refusal as r:
                 dead += self._refused(msg, r.reason, r.message, now, source=source,
                                       original=_batch_of_one(doc, mapping, i, event, msg.value))
@@ -144,8 +185,8 @@ class Intake:
                                       original=_batch_of_one(doc, mapping, i, event, msg.value))
         return dead
 
-    def _one(self, event: dict, raw: bytes | None, source: dict, mapping: MappingConfig, bundler: Bundler,
-             now: float) -> None:
+    def _one(self, event: dict, raw: bytes | None, source: dict, mapping: MappingConfig, ticket: Ticket,
+             bundler: Bundler, now: float) -> None:
         names = tiktok_names(event, mapping)
         landing = click_from_landing(event, mapping)
         if landing is not None:
@@ -154,12 +195,15 @@ class Intake:
         if not names:
             self.metrics.add("events_skipped", reason=skip_reason(event, mapping))
             return
-        if raw is None:  # an event of a batch: the bundle carries its own JSON, written here
+        if raw is None:  # an event of a batch: its dead letter would carry its own JSON
             raw = _written(event, f"{mapping.plan.batch_path[0]}[{source['index']}]")
+        if not self._round:
+            self._round_since = now
         # `at` starts the late-click wait: it counts from now, not from the record's timestamp,
         # so that a worker catching up after downtime (or a producer stamping event time) still
         # gives a late click its join_wait.
-        bundler.add_event(click_id_of(event, mapping), raw, now, source)
+        self._round.append((ticket.hold(), {"click_id": click_id_of(event, mapping), "at": now,
+                                            "source": source, "event": event, "raw": raw}))
 
     def _refused(self, msg, reason: str, message: str, now: float, source: dict | None = None,
                  original: bytes | None = None) -> list[tuple]:
@@ -169,6 +213,24 @@ class Intake:
         if self.settings.dlq_original == "hashed" and msg.topic != self.settings.topic_clicks:
             record = hash_original(record, self.mappings.get(msg.topic, self.mapping).plan)
         return [("dlq", msg.topic.encode(), value) for value in encode(record)]
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Before partitions go: commit what is settled of them (less for their next owner to re-read),
+    then forget them; partitions that come back start afresh from their committed offsets."""
+
+    def __init__(self, intake: Intake, consumer: AIOKafkaConsumer) -> None:
+        self.intake, self.consumer = intake, consumer
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        intake = self.intake
+        await intake._commit(self.consumer)
+        intake.offsets.forget(revoked)
+        gone = set(revoked)
+        intake._round = [e for e in intake._round if e[0].tp not in gone]
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        self.intake.offsets.forget(assigned)
 
 
 def _source(msg) -> dict:

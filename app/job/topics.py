@@ -63,9 +63,8 @@ def faust_topics(settings: Settings) -> dict[str, tuple[str, int, dict[str, str]
 
 def load_specs(settings: Settings) -> dict[str, TopicSpec]:
     """Role → TopicSpec with the names in force: clicks, tracking-events, tiktok-retry, tiktok-dlq,
-    further input topics ("input:<topic>"), the retry tiers ("tiktok-retry-<n>"), the two
-    repartition topics ("clicks-by-click-id", "events-by-click-id") and faust's own
-    ("assignor-leader"). Every one has the replication settings in force."""
+    further input topics ("input:<topic>"), the retry tiers ("tiktok-retry-<n>"), the
+    clicks table's log ("clicks-by-click-id") and faust's own ("assignor-leader"). Every one has the replication settings in force."""
     names = {"clicks": settings.topic_clicks, "tracking-events": settings.topic_events,
              "tiktok-retry": settings.topic_retry, "tiktok-dlq": settings.topic_dlq}
     rf = settings.replication_factor

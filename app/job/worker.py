@@ -2,10 +2,10 @@
 
 Reads top-down, as faust's own examples do: the app, the job's topics and table and stages
 (`Job`), its agents, tasks and timers, the web pages, and the command. Data travels: clicks and
-tracking events → the intake (app.job.intake, a plain batched consumer) → bundles on two
-topics → the clicks table (app.job.clicks: every worker follows all of clicks-by-click-id into
-its own RocksDB) and the `forward` agent (join, map, batch, deliver: app.job.forwarder) →
-TikTok, the retry tiers (app.job.retrier) or the DLQ.
+tracking events → the intake (app.job.intake, a plain batched consumer) → clicks in bundles
+to the clicks table's log (app.job.clicks: every worker follows all of clicks-by-click-id into
+its own RocksDB), events to the forwarder in the same process (join, map, batch, deliver:
+app.job.forwarder) → TikTok, the retry tiers (app.job.retrier) or the DLQ.
 """
 from __future__ import annotations
 
@@ -35,9 +35,6 @@ __all__ = ["build_app", "Job", "BoundedWorker", "register"]
 
 log = logging.getLogger(__name__)
 
-# The forwarder takes up to this many bundles (each at most batch_max events, one intake poll's
-# worth for one partition) per round: it bounds the events held in memory and in flight at once.
-BUNDLES_PER_ROUND = 32
 # Pending conversions are re-joined as soon as their click is stored, and at least this often
 # (for those whose join_wait is over).
 RECHECK_S = 0.5
@@ -73,14 +70,6 @@ def build_app(settings: Settings, run_retrier: bool = True) -> faust.App:
         consumer_auto_offset_reset="earliest",  # a new group must not skip what is already there
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
-        # Don't wait at shutdown/rebalance for events the agents will never ack (cancelled
-        # mid-batch, or pending a late click): unacked means not durable, and the next owner of
-        # the partition re-reads them. Waiting would only run into the shutdown bound.
-        stream_wait_empty=False,
-        # Messages each stream buffers ahead. A message here is a bundle of up to batch_max
-        # events or clicks (app.job.bundles): faust's default of 4096 would let a catching-up
-        # worker hold gigabytes.
-        stream_buffer_maxsize=BUNDLES_PER_ROUND * 2,
         autodiscover=False,
         key_serializer="raw",
         value_serializer="raw",
@@ -103,21 +92,18 @@ class Job:
         self.mappings = mapping_configs(settings)
         self.mapping = next(iter(self.mappings.values()))
         specs = load_specs(settings)
-        events_by_id = app.topic(specs["events-by-click-id"].name, partitions=settings.partitions,
-                                 key_serializer="raw", value_serializer="raw")
         self.write = BatchWriter(settings.bootstrap_servers, {
             "retry": specs["tiktok-retry"].name, "dlq": specs["tiktok-dlq"].name,
-            "clicks-by-click-id": specs["clicks-by-click-id"].name,
-            "events-by-click-id": specs["events-by-click-id"].name}, client_options(settings))
+            "clicks-by-click-id": specs["clicks-by-click-id"].name}, client_options(settings))
         self.clicks = Clicks(settings)
         self.sender = Sender(settings)
         self.forwarder = Forwarder(settings, self.mapping, self.clicks.read, self.sender, self.write,
-                                   self.metrics, assigned=lambda: app.consumer.assignment(),
+                                   self.metrics, assigned=lambda: self.intake.assignment(),
                                    mappings=self.mappings)
+        self.intake = Intake(settings, self.mapping, self.write, self.metrics, self.forwarder, self.mappings)
 
         app.task(self.follow_clicks)
-        app.agent(events_by_id, name="forward", concurrency=1)(self.forward)
-        app.task(self.intake)
+        app.task(self.read_inputs)
         if run_retrier:
             app.task(self.retry_tiers)
         app.task(self.rejoin_late_clicks)
@@ -130,19 +116,13 @@ class Job:
         self.metrics.add("clicks_stored", self.clicks.applied)  # the catch-up's, before faust ran
         await self.clicks.follow(self.forwarder.clicks_stored, self.metrics)
 
-    async def forward(self, stream) -> None:
+    async def read_inputs(self) -> None:
+        # A plain batched consumer, not a faust agent: faust's per-message path cost more than
+        # the job's own work on an event (app.job.intake), and its events need no repartition.
         try:
-            async for batch in stream.noack_take(BUNDLES_PER_ROUND, within=self.settings.batch_window_s):
-                await self.forwarder.handle(batch)
+            await self.intake.run()
         finally:
-            # A quarter of the shutdown bound for the rounds on the wire, then they are cancelled:
-            # a hung request must not run the worker into its watchdog (exit 75).
-            await self.forwarder.drain(within=self.settings.shutdown_timeout_s / 4)
-            await self.sender.close()
-
-    async def intake(self) -> None:
-        # Stateless, so a plain batched consumer of its own, not a faust agent.
-        await Intake(self.settings, self.mapping, self.write, self.metrics, self.mappings).run()
+            await self.sender.close()  # after the intake drained the rounds on the wire
 
     async def retry_tiers(self) -> None:
         # Their own consumer groups, outside faust: waiting for due records never blocks the

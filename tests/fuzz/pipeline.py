@@ -3,7 +3,6 @@ what ttbridge will make of it (the unit fuzz tests check it; bench/fuzz.py predi
 outcome with it and compares with what the worker did)."""
 from __future__ import annotations
 
-from app.job.bundles import Bundler, event_of, read_events
 from app.mapping.decode import DECODE_REASONS, click_from_landing, decode_object
 from app.mapping.events import (
     REASONS,
@@ -27,8 +26,7 @@ DOCUMENTED = set(REASONS) | set(DECODE_REASONS) | {"too_large", "no_identifier"}
 MAX_BYTES = 256 * 1024
 
 
-def one_message(raw: bytes, click: dict | None, mapping: MappingConfig, now: float,
-                partitions: int = 6) -> tuple:
+def one_message(raw: bytes, click: dict | None, mapping: MappingConfig, now: float) -> tuple:
     """One message through the pure functions the intake and forwarder call, in their order:
     ("sent", body) | ("skipped", reason) | ("dead", reason); any other exception propagates."""
     try:
@@ -40,12 +38,8 @@ def one_message(raw: bytes, click: dict | None, mapping: MappingConfig, now: flo
             click_from_landing(event, mapping)
             if not names:
                 return "skipped", skip_reason(event, mapping)
-            bundler = Bundler(partitions)
-            bundler.add_event(click_id_of(event, mapping), raw, now, {"topic": "t", "partition": 0, "offset": 0})
-            [(_, _, value, _)] = bundler.records()
-            [entry] = read_events(value)
-            assert bytes(entry["raw"]) == raw
-            items = map_event(event_of(entry), click, mapping, now)
+            click_id_of(event, mapping)
+            items = map_event(event, click, mapping, now)
             if not items:
                 return "skipped", "unmapped"
             if not has_identifier(items[0]):

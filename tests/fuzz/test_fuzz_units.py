@@ -1,12 +1,10 @@
 """The fuzz suite at unit level: hostile tracking events and clicks (tests/fuzz/strategies.py)
-through the intake's decode, the bundle framing, the mapping, request building and the strict
-fake's check. Seeded (derandomize) and bounded: CI runs the same examples every time.
+through the intake's decode, the mapping, request building and the strict fake's check. Seeded (derandomize) and bounded: CI runs the same examples every time.
 
 Properties:
 1. Nothing raises but Refusal or Skip, and a Refusal's reason is a documented one.
 2. Every item the mapping emits, in the request the forwarder builds, passes the fake's check.
-3. A bundle returns each event's bytes exactly, whatever the bytes.
-4. A poison message or entry never changes its neighbours' outcomes: a poll of many messages,
+3. A poison message or entry never changes its neighbours' outcomes: a poll of many messages,
    through the real Intake.decode and Forwarder, gives exactly the union of what each message
    gives alone (the same requests' items, dead letters, skips), and no internal_error.
 """
@@ -22,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.devtools.fake_tiktok import check_request
-from app.job.bundles import Bundler, event_of, events_value, read_events
 from app.job.forwarder import Forwarder
 from app.job.intake import Intake
 from app.job.metrics import Metrics
@@ -33,7 +30,7 @@ from app.mapping.events import (
 from app.settings import load, mapping_config
 from tests.fuzz import strategies as fz
 from tests.fuzz.pipeline import DOCUMENTED, one_message
-from tests.job.test_forwarder import Clicks, Record, Sender, Writer
+from tests.job.test_forwarder import Clicks, Sender, Writer
 
 ENV = {"TIKTOK_PIXEL_CODE": "PIXFUZZ", "TIKTOK_ACCESS_TOKEN": "token-fuzz"}
 SETTINGS = load(ENV, join_wait_s=0.0)
@@ -65,26 +62,6 @@ def test_hostile_messages_only_refuse_or_skip_and_what_is_sent_passes_the_fake(m
         assert outcome == ("dead", "too_large")
 
 
-@FUZZ
-@given(entries=st.lists(st.tuples(st.one_of(st.none(), st.text(max_size=8)), fz.any_bytes), max_size=30),
-       partitions=st.integers(1, 8))
-def test_a_bundle_returns_each_events_bytes_exactly(entries, partitions):
-    bundler = Bundler(partitions)
-    for i, (click_id, raw) in enumerate(entries):
-        bundler.add_event(click_id or None, raw, 1.5, {"topic": "t", "partition": 0, "offset": i})
-    back = [(e["source"]["offset"], bytes(e["raw"]), e["click_id"])
-            for _, _, value, _ in bundler.records() for e in read_events(value)]
-    assert sorted(back) == sorted((i, raw, c or None) for i, (c, raw) in enumerate(entries))
-    # And framed by hand, in order, whatever the bytes (what event_of makes of each is its own).
-    value = events_value([({"click_id": c, "at": 1.5, "source": None}, raw) for c, raw in entries])
-    assert [bytes(e["raw"]) for e in read_events(value)] == [raw for _, raw in entries]
-    for e in read_events(value):
-        try:
-            assert isinstance(event_of(e), dict)
-        except Refusal as r:
-            assert r.reason in ("invalid_json", "not_an_object")
-
-
 # --------------------------------------------------------------------------- poison neighbours
 
 def msg(offset: int, raw: bytes, topic: str = "tracking-events"):
@@ -95,16 +72,15 @@ def run_poll(events: list[tuple[int, bytes]], clicks: dict) -> dict:
     """A poll of `events` (offset, bytes) through the real Intake.decode and then the real
     Forwarder (clicks already stored; join_wait 0): what came of them, without the clock."""
     metrics = Metrics()
-    intake = Intake(SETTINGS, MAPPING, None, metrics)
-    writes = intake.decode({TopicPartition("tracking-events", 0): [msg(o, raw) for o, raw in events]},
-                           fz.NOW)
+    intake = Intake(SETTINGS, MAPPING, None, metrics, None)
+    writes, _ = intake.decode({TopicPartition("tracking-events", 0): [msg(o, raw) for o, raw in events]},
+                              fz.NOW)
     dead = [w[2] for w in writes if w[0] == "dlq"]
-    bundles = [w[2] for w in writes if w[0] == "events-by-click-id"]
     sender, writer = Sender(fail=False), Writer()
     forwarder = Forwarder(SETTINGS, MAPPING, Clicks(clicks), sender, writer, metrics)
 
     async def forward() -> None:
-        await forwarder.handle([Record(i, value=v) for i, v in enumerate(bundles)])
+        await forwarder.handle(intake._round)
         await forwarder.drain()
     asyncio.run(forward())
     records = [orjson.loads(v) for v in dead] + [r for role, _, r in writer.records if role == "dlq"]

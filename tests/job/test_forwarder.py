@@ -2,8 +2,8 @@
 joined, pending, re-joined, sent without its click, skipped, dead-lettered (at mapping, at
 routing, at the join, at sending), retried — with the exact records written, acks and metrics.
 
-Also the rounds in the background: a round whose delivery fails leaves its record unacked
-(faust's commit stops there and the next owner re-reads it) and frees its slot, so the next
+Also the rounds in the background: a round whose delivery fails leaves its message unsettled
+(the intake's commit stops there and the next owner re-reads it) and frees its slot, so the next
 round is delivered and acked.
 
 Records are built relative to NOW (module import) or to time.time() where the join wait matters;
@@ -17,9 +17,7 @@ import time
 from types import SimpleNamespace
 
 import orjson
-import pytest
 
-from app.job.bundles import events_value
 from app.job.forwarder import ROUNDS_IN_FLIGHT, Forwarder
 from app.job.metrics import Metrics
 from app.mapping.events import MappingConfig, map_event
@@ -29,7 +27,7 @@ from app.tiktok.sender import Answer, Delivery
 
 NOW = time.time()
 ENV = {"TIKTOK_PIXEL_CODE": "PIX1", "TIKTOK_ACCESS_TOKEN": "token-1"}
-BUNDLES = "events-by-click-id"
+TOPIC = "tracking-events"
 CLICK = {"ttclid": "ttclid-1", "ttp": "ttp-1", "clicked_at": NOW - 60, "ip": "203.0.113.7",
          "user_agent": "Mozilla/5.0 (test)"}
 
@@ -47,40 +45,34 @@ def track(message_id: str, *, email: bool = True, name: str = "Order Completed",
 
 
 def entry(event: dict, offset: int, click_id: str | None = None, at: float | None = None) -> dict:
-    """One entry of an events bundle: what app.job.bundles.Bundler.add_event is given, and the event."""
+    """One event as the intake hands it over (app.job.intake): parsed, with its bytes."""
     return {"click_id": click_id, "at": NOW if at is None else at, "source": at_offset(offset),
-            "event": event}
-
-
-def bundle(*entries: dict) -> bytes:
-    """An events bundle as the intake writes it; an entry's "raw" (bytes) is carried instead of
-    its "event" as JSON."""
-    return events_value([({k: e[k] for k in ("click_id", "at", "source")},
-                          e["raw"] if "raw" in e else orjson.dumps(e["event"])) for e in entries])
+            "event": event, "raw": orjson.dumps(event)}
 
 
 class Record:
-    """A faust event as the forward agent gets it: by default a bundle of one event without a
-    click ID; else a bundle of `entries`, or a raw `value`."""
+    """An input message as the intake hands it over: its entries (by default one event without a
+    click ID) and its ticket (app.job.offsets.Ticket), settled once per entry; `acks` counts the
+    times it was settled through (1: committable)."""
 
-    def __init__(self, offset: int, message_id: str | None = None, *, entries: list | None = None,
-                 value: bytes | None = None) -> None:
-        if value is None:
-            if entries is None:
-                entries = [entry(track(message_id), offset)]
-            value = bundle(*entries)
-        self.entries = entries
-        self.key, self.value = None, value
-        self.message = SimpleNamespace(topic=BUNDLES, partition=0, offset=offset,
-                                       timestamp=NOW, tp=(BUNDLES, 0))
-        self.acks = 0
+    def __init__(self, offset: int, message_id: str | None = None, *, entries: list | None = None) -> None:
+        self.entries = [entry(track(message_id), offset)] if entries is None else entries
+        self.tp, self.offset = (TOPIC, 0), offset
+        self.open, self.acks = len(self.entries), 0
 
     @property
     def acked(self) -> bool:
         return self.acks > 0
 
-    def ack(self) -> None:
-        self.acks += 1
+    def settle(self) -> None:
+        self.open -= 1
+        if self.open == 0:
+            self.acks += 1
+
+
+def pairs(*records: Record) -> list:
+    """What the intake hands the forwarder for these messages: (ticket, entry) pairs."""
+    return [(r, e) for r in records for e in r.entries]
 
 
 class Sender:
@@ -146,7 +138,7 @@ async def run(t, *records) -> tuple[float, float]:
     """One round of `records` to its end; the clock before and after (bounds of its `now`)."""
     t.write.watched += records
     before = time.time()
-    await t.forwarder.handle(list(records))
+    await t.forwarder.handle(pairs(*records))
     await t.forwarder.drain()
     return before, time.time()
 
@@ -207,15 +199,15 @@ async def test_a_failed_delivery_leaves_its_round_unacked_and_the_next_round_goe
     first, second = Record(0, "m-0"), Record(1, "m-1")
 
     with caplog.at_level(logging.ERROR, logger="app.job.forwarder"):
-        await forwarder.handle([first])
+        await forwarder.handle(pairs(first))
         await forwarder.drain()
     assert not first.acked
     assert [r.getMessage() for r in caplog.records] == [
-        "a delivery failed; its events stay unacked and are re-read after a restart or rebalance"]
+        "a delivery failed; its events stay uncommitted and are re-read after a restart or rebalance"]
     assert forwarder._slots._value == ROUNDS_IN_FLIGHT  # the slot came back
 
     sender.fail = False
-    await forwarder.handle([second])
+    await forwarder.handle(pairs(second))
     await forwarder.drain()
     assert second.acked and not first.acked
     assert [[item["event_id"] for item in body["data"]] for body in sender.bodies] == [["m-1"]]
@@ -504,68 +496,9 @@ async def test_each_destination_takes_what_its_event_source_takes_and_dead_lette
                                   "dead_letters{missing_lead_id}": 1, "dead_letters{missing_app_id}": 1}
 
 
-async def test_a_malformed_bundle_record_is_dead_lettered_as_internal_error_with_its_bytes():
-    t = setup()
-    junk, binary, wrong, clicks, empty = (
-        Record(0, value=b"not json"), Record(1, value=b"\xff\xfe"),
-        Record(2, value=b'{"events": "nope"}'), Record(3, value=b'{"clicks": []}'),
-        Record(4, value=b'ttbridge-events/2\n{"events":[]}\n'))
-    before, after = await run(t, junk, binary, wrong, clicks, empty)
-    now = failed_at(t.write.records[0][2], before, after)
-
-    def dead(offset: int, original: str, base64: bool = False):
-        return ("dlq", b"tracking-events", dlq(
-            "internal_error", "ValueError: not an events bundle (no ttbridge-events/2 frame)", "map", now,
-            source={"topic": BUNDLES, "partition": 0, "offset": offset}, original=original,
-            original_base64=base64))
-
-    assert t.write.records == [dead(0, "not json"), dead(1, "//4=", True), dead(2, '{"events": "nope"}'),
-                               dead(3, '{"clicks": []}')]
-    assert [r.acks for r in (junk, binary, wrong, clicks, empty)] == [1, 1, 1, 1, 1]
-    assert t.write.acks_at_call == [[0, 0, 0, 0, 1]]  # the empty bundle needs no write
-    assert t.sender.bodies == []
-    assert counted(t.metrics) == {"dead_letters{internal_error}": 4}
-
-
-def json_error(raw: bytes) -> str:
-    """orjson's words for bytes that are not JSON (the intake's invalid_json message)."""
-    try:
-        orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        return str(e)
-    raise AssertionError(raw)
-
-
 def raw_entry(raw: bytes, offset: int) -> dict:
-    """A bundle entry carrying `raw` as its event's bytes (only a hand-written record or another
-    orjson on the intake's side gives one the forwarder cannot read)."""
-    return {"click_id": None, "at": NOW, "source": at_offset(offset), "raw": raw}
-
-
-async def test_an_undecodable_entry_is_dead_lettered_alone_with_its_source_and_bytes(caplog):
-    t = setup()
-    rec = Record(0, entries=[entry(track("m-1"), 10), raw_entry(b"{not json", 11), raw_entry(b"[1, 2]", 12),
-                             raw_entry(b"\xff\xfe", 13), entry(track("m-2"), 14)])
-    other = Record(1, "m-3")
-    with caplog.at_level(logging.WARNING, logger="app.job.forwarder"):
-        before, after = await run(t, rec, other)
-
-    # The bundle-mates and the other bundle go out in one body, as if nothing had happened.
-    assert t.sender.bodies == [{"event_source": "web", "event_source_id": "PIX1",
-                                "data": items(t, track("m-1")) + items(t, track("m-2"))
-                                + items(t, other.entries[0]["event"])}]
-    now = failed_at(t.write.records[0][2], before, after)
-    assert t.write.records == [
-        ("dlq", b"tracking-events", dlq("invalid_json", json_error(b"{not json"), "decode", now,
-                                        source=at_offset(11), original="{not json", original_base64=False)),
-        ("dlq", b"tracking-events", dlq("not_an_object", "expected a JSON object, got list", "decode", now,
-                                        source=at_offset(12), original="[1, 2]", original_base64=False)),
-        ("dlq", b"tracking-events", dlq("invalid_json", json_error(b"\xff\xfe"), "decode", now,
-                                        source=at_offset(13), original="//4=", original_base64=True))]
-    assert (rec.acks, other.acks) == (1, 1) and t.write.acks_at_call == [[0, 0]]  # written, then acked
-    assert caplog.records == []  # bad data is counted, not logged per event
-    assert counted(t.metrics) == {"events_sent": 3, "requests": 1, "batches": 1,
-                                  "dead_letters{invalid_json}": 2, "dead_letters{not_an_object}": 1}
+    """An entry whose event the intake read from `raw` (bytes orjson could not write again)."""
+    return {"click_id": None, "at": NOW, "source": at_offset(offset), "event": orjson.loads(raw), "raw": raw}
 
 
 def nested(event: dict, depth: int) -> bytes:
@@ -575,8 +508,8 @@ def nested(event: dict, depth: int) -> bytes:
     return orjson.dumps({**event, "nest": 0}).replace(b'"nest":0', b'"nest":' + b"[" * lists + b"]" * lists)
 
 
-async def test_an_event_nested_1023_deep_is_read_from_its_own_bytes_and_its_dead_letter_keeps_them():
-    # In a JSON bundle either would have sunk the whole record (orjson's depth limit is 1,024).
+async def test_an_event_nested_1023_deep_is_sent_and_its_dead_letter_keeps_its_own_bytes():
+    # orjson reads 1,024 levels and writes 254: the dead letter cannot write the event again.
     t = setup()
     deep, deep_refused = nested(track("m-deep"), 1023), nested(track("m-zzz", currency="ZZZ"), 1023)
     rec = Record(0, entries=[entry(track("m-1"), 10), raw_entry(deep, 11), raw_entry(deep_refused, 12),
@@ -596,28 +529,6 @@ async def test_an_event_nested_1023_deep_is_read_from_its_own_bytes_and_its_dead
     assert rec.acks == 1
     assert counted(t.metrics) == {"events_sent": 3, "requests": 1, "batches": 1,
                                   "dead_letters{invalid_currency}": 1}
-
-
-@pytest.mark.parametrize("header, body, message", [
-    (b'{"events":[{"click_id":null,"at":1,"source":null,"bytes":3}]}', b"{}",
-     "ValueError: the header frames 3 bytes of events, the record has 2"),
-    (b'{"events":[{"click_id":null,"at":1,"source":null}]}', b"{}", "KeyError: 'bytes'"),
-])
-async def test_a_framed_record_whose_header_does_not_frame_its_bytes_is_dead_lettered_whole(header, body, message):
-    # No entry's bounds can be trusted: the record is dead-lettered with its bytes, as any junk.
-    t = setup()
-    value = b"ttbridge-events/2\n" + header + b"\n" + body
-    junk, good = Record(0, value=value), Record(1, "m-1")
-    before, after = await run(t, junk, good)
-
-    [(role, key, record)] = t.write.records
-    assert (role, key) == ("dlq", b"tracking-events")
-    assert record == dlq("internal_error", message, "map", failed_at(record, before, after),
-                         source={"topic": BUNDLES, "partition": 0, "offset": 0}, original=value.decode(),
-                         original_base64=False)
-    assert t.sender.bodies == [{"event_source": "web", "event_source_id": "PIX1",
-                                "data": items(t, good.entries[0]["event"])}]
-    assert (junk.acks, good.acks) == (1, 1)
 
 
 async def test_a_failing_click_lookup_dead_letters_the_event_as_internal_error(caplog):
@@ -709,9 +620,9 @@ async def test_a_partly_accepted_body_writes_its_retry_and_dead_parts_then_acks_
                                   "dead_letters{invalid_parameter}": 1}
 
 
-# --------------------------------------------------------------------------- bundles, durability
+# --------------------------------------------------------------------------- messages, durability
 
-async def test_a_bundle_of_mixed_outcomes_is_acked_once_after_its_last_event_is_rejoined():
+async def test_a_message_of_mixed_outcomes_is_settled_once_after_its_last_event_is_rejoined():
     t = setup()
     sent, skipped = track("m-1"), track("m-2", name="Coupon Viewed")
     refused = track("m-3", currency="ZZZ")
@@ -748,14 +659,14 @@ async def test_a_bundle_of_mixed_outcomes_is_acked_once_after_its_last_event_is_
                                   "events_skipped{unmapped}": 1, "dead_letters{invalid_currency}": 1}
 
 
-async def test_a_failed_write_is_retried_and_the_bundle_acked_only_once_it_succeeds(caplog):
+async def test_a_failed_write_is_retried_and_the_message_settled_only_once_it_succeeds(caplog):
     t = setup(writer=Writer(fail=1))
     bad = track("m-1", currency="ZZZ")
     rec = Record(0, entries=[entry(bad, 10)])
     t.write.watched.append(rec)
     with caplog.at_level(logging.WARNING, logger="app.job.durable"):
         before = time.time()
-        await t.forwarder.handle([rec])
+        await t.forwarder.handle(pairs(rec))
         await until(lambda: t.write.calls == 1)
         assert rec.acks == 0  # the write failed: not acked while write_durably waits to retry
         await t.forwarder.drain()

@@ -1,11 +1,10 @@
-"""The intake and the repartition topics on the real broker with a worker process: records
-written before bundles are still forwarded, a malformed record is dead-lettered and the worker
-goes on, the intake starts where the faust group left the input topics, and a bundle is
-committed only when its last event has its outcome.
+"""The intake on the real broker with a worker process: a malformed record of the clicks table's
+log costs only itself, and an input message is committed only once every event before it on
+its partition has its outcome (a conversion waiting for its late click holds the commit back).
 
 And the intake's decoding of one poll, without a broker (it is pure): an event at orjson's depth
-limit is bundled with its own bytes among its neighbours, and an event of a batch too deep to be
-written again is dead-lettered alone while its batch-mates are bundled."""
+limit joins the round with its own bytes among its neighbours, and an event of a batch too deep
+to be written again is dead-lettered alone while its batch-mates go on."""
 import asyncio
 import time
 from types import SimpleNamespace
@@ -15,7 +14,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app.devtools.worker_process import WorkerProcess, produce_json
-from app.job.bundles import events_value, partition_of
+from app.job.bundles import partition_of
 from app.job.intake import Intake
 from app.job.metrics import Metrics
 from app.job.records import dead_letter
@@ -23,7 +22,7 @@ from app.job.topics import create_topics
 from app.mapping.events import events_of
 from app.settings import load, mapping_configs
 from tests.mapping.presets.test_mparticle import batch, commerce_event
-from tests.support import PIXEL_A, TOKEN_A, read_all, wait_accepted, wait_for
+from tests.support import PIXEL_A, TOKEN_A, wait_accepted, wait_for
 
 NOW = time.time()
 
@@ -37,9 +36,9 @@ def purchase(message_id: str, click_id: str | None = None) -> dict:
     return event
 
 
-async def test_malformed_repartition_records_cost_only_themselves(kafka_bootstrap, fake, stack_env, tmp_path):
-    # Only ttbridge writes the repartition topics, but a bug or a hand-written record must not
-    # stop the stream or cost its neighbours.
+async def test_a_malformed_clicks_record_costs_only_itself(kafka_bootstrap, fake, stack_env, tmp_path):
+    # Only ttbridge writes the clicks table's log, but a bug or a hand-written record must not
+    # stop the follower or cost its neighbours.
     env = {**stack_env, "TIKTOK_API_URL": fake.base_url}
     await create_topics(load(env))
     app_id = env["TTBRIDGE_APP_ID"]
@@ -47,83 +46,68 @@ async def test_malformed_repartition_records_cost_only_themselves(kafka_bootstra
     worker.start()
     try:
         await worker.wait_ready()
-        good = partition_of("bundle-c", 6)
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
         await producer.start()
         try:
-            await producer.send_and_wait(f"{app_id}-events-by-click-id", b"{not json", partition=0)
-            # Not a bundle: an event where a bundle of events belongs.
-            await producer.send_and_wait(f"{app_id}-events-by-click-id",
-                                         orjson.dumps(purchase("not-a-bundle", "bundle-c")), partition=good)
+            log_topic, p = f"{app_id}-clicks-by-click-id", partition_of("bundle-c", 6)
+            await producer.send_and_wait(log_topic, b"{not json", partition=p)
+            await producer.send_and_wait(log_topic, b'{"events": []}', partition=p)  # not a clicks bundle
             # A bundle of clicks with one broken entry: the other click is still stored.
-            await producer.send_and_wait(f"{app_id}-clicks-by-click-id", orjson.dumps({"clicks": [
+            await producer.send_and_wait(log_topic, orjson.dumps({"clicks": [
                 ["only-one-item"], ["bundle-c", {"ttclid": "E.C.P.bundle", "clicked_at": NOW - 60}]]}),
-                partition=good)
-            # A bundle of events where one entry lacks its wait start: that one is dead-lettered
-            # with its event and origin, the other is sent.
-            source = {"topic": "events-x", "partition": 3, "offset": 77}
-            await producer.send_and_wait(f"{app_id}-events-by-click-id", events_value([
-                ({"click_id": "bundle-c", "at": NOW, "source": source}, orjson.dumps(purchase("bundle-1", "bundle-c"))),
-                ({"click_id": "no-such-click", "source": source},
-                 orjson.dumps(purchase("bundle-2", "no-such-click")))]),
-                partition=good)
+                partition=p)
         finally:
             await producer.stop()
-        # ... and the worker goes on: a new event through the intake joins the stored click.
+        # ... and the worker goes on: an event through the intake joins the stored click.
         await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_EVENTS"], [purchase("after-1", "bundle-c")])
-        await wait_accepted(fake, 2, "the two good events")
+        await wait_accepted(fake, 1, "the event")
     finally:
         assert worker.stop() == 0, worker.log_tail()
-    users = {a["event"]["event_id"]: a["event"]["user"] for a in fake.accepted}
-    assert sorted(users) == ["after-1", "bundle-1"]
-    assert users["after-1"]["ttclid"] == users["bundle-1"]["ttclid"] == "E.C.P.bundle"
-    dead = await read_all(kafka_bootstrap, env["TTBRIDGE_TOPIC_DLQ"], 3)
-    by_original = {d["original"]: d for d in dead}
-    assert len(dead) == 3 and [(d["reason"], d["stage"]) for d in dead] == [("internal_error", "map")] * 3
-    assert by_original["{not json"]["source"] == {"topic": f"{app_id}-events-by-click-id", "partition": 0,
-                                                  "offset": 0}
-    not_a_bundle = by_original[orjson.dumps(purchase("not-a-bundle", "bundle-c")).decode()]
-    assert not_a_bundle["source"] == {"topic": f"{app_id}-events-by-click-id", "partition": good,
-                                      "offset": 0 if good != 0 else 1}
-    broken = by_original[orjson.dumps(purchase("bundle-2", "no-such-click")).decode()]
-    assert broken["source"] == {"topic": "events-x", "partition": 3, "offset": 77}
+    [accepted] = fake.accepted
+    assert accepted["event"]["event_id"] == "after-1"
+    assert accepted["event"]["user"]["ttclid"] == "E.C.P.bundle"
+    assert "ignoring a malformed record" in worker.log_tail() and "ignoring a malformed click" in worker.log_tail()
 
 
-async def test_a_bundle_is_committed_only_once_its_late_event_is_sent(kafka_bootstrap, fake, stack_env, tmp_path):
-    # Two conversions on one partition, so one bundle: the first joins its click at once, the
-    # second waits for a click that comes 5 s later. The bundle's offset must not be committed
-    # while the second waits (a crash then would lose it), and must be once it is sent.
+async def test_a_message_is_committed_only_once_the_late_event_before_it_is_sent(kafka_bootstrap, fake, stack_env,
+                                                                                   tmp_path):
+    # Two conversions on one partition of the input: the first waits for a click that comes
+    # 5 s later, the second joins its click at once and is sent. Neither offset may be committed
+    # while the first waits (a crash then would lose it); both must be once it is sent.
     config = tmp_path / "late.toml"
     config.write_text("[ttbridge]\nbatch_window_s = 0.2\njoin_wait_s = 60\npartitions = 6\n")
     env = {**stack_env, "TTBRIDGE_CONFIG": str(config), "TIKTOK_API_URL": fake.base_url,
            "TIKTOK_ACCESS_TOKEN": TOKEN_A, "TIKTOK_PIXEL_CODE": PIXEL_A}
     await create_topics(load(env))
     app_id = env["TTBRIDGE_APP_ID"]
-    first = "click-0"
-    second = next(f"click-{i}" for i in range(1, 1000) if partition_of(f"click-{i}", 6) == partition_of(first, 6))
-    tp = TopicPartition(f"{app_id}-events-by-click-id", partition_of(first, 6))
+    tp = TopicPartition(env["TTBRIDGE_TOPIC_EVENTS"], 3)
     await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_CLICKS"],
-                       [{"click_id": first, "ttclid": "E.C.P.first", "timestamp": NOW - 60}])
+                       [{"click_id": "click-0", "ttclid": "E.C.P.first", "timestamp": NOW - 60}])
     worker = WorkerProcess(env, tmp_path / "worker.log")
     worker.start()
     try:
         await worker.wait_ready()
-        await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_EVENTS"],
-                           [purchase("joined-1", first), purchase("late-1", second)])
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            for event in (purchase("late-1", "click-1"), purchase("joined-1", "click-0")):
+                await producer.send_and_wait(tp.topic, orjson.dumps(event), partition=tp.partition)
+        finally:
+            await producer.stop()
 
-        async def first_sent():
+        async def second_sent():
             return len(fake.accepted) == 1
-        await wait_for(first_sent, 30, "the joined conversion")
-        await asyncio.sleep(5)  # faust commits acked offsets every 2.8 s
-        assert await committed(kafka_bootstrap, app_id, tp) is None
+        await wait_for(second_sent, 30, "the joined conversion")
+        await asyncio.sleep(2)  # the intake commits what is settled after every poll (50 ms)
+        assert await committed(kafka_bootstrap, f"{app_id}-intake", tp) is None
         assert (await worker.stats())["pending"] == 1
 
         await produce_json(kafka_bootstrap, env["TTBRIDGE_TOPIC_CLICKS"],
-                           [{"click_id": second, "ttclid": "E.C.P.second", "timestamp": NOW}])
+                           [{"click_id": "click-1", "ttclid": "E.C.P.second", "timestamp": NOW}])
 
-        async def bundle_committed():
-            return await committed(kafka_bootstrap, app_id, tp) == 1
-        await wait_for(bundle_committed, 30, "the bundle's commit")
+        async def both_committed():
+            return await committed(kafka_bootstrap, f"{app_id}-intake", tp) == 2
+        await wait_for(both_committed, 30, "the commit of both messages")
     finally:
         assert worker.stop() == 0, worker.log_tail()
     users = {a["event"]["event_id"]: a["event"]["user"]["ttclid"] for a in fake.accepted}
@@ -149,7 +133,7 @@ ENV = {"TIKTOK_PIXEL_CODE": "PIX1", "TIKTOK_ACCESS_TOKEN": "token-1"}
 def intake(**overrides) -> Intake:
     settings = load(ENV, **overrides)
     mappings = mapping_configs(settings)
-    return Intake(settings, next(iter(mappings.values())), None, Metrics(), mappings)
+    return Intake(settings, next(iter(mappings.values())), None, Metrics(), None, mappings)
 
 
 def poll(*values: bytes, topic: str = "tracking-events", partition: int = 2) -> dict:
@@ -164,39 +148,64 @@ def nested(doc: dict, depth: int, at: bytes = b'"nest":0') -> bytes:
     return orjson.dumps(doc).replace(at, at[:-1] + b"[" * depth + b"]" * depth)
 
 
-def test_an_event_at_orjsons_depth_limit_is_bundled_with_its_own_bytes_among_its_neighbours():
+def test_an_event_at_orjsons_depth_limit_joins_the_round_with_its_own_bytes_among_its_neighbours():
     t = intake()
     values = [orjson.dumps(purchase("m-0", "c")),
               nested({**purchase("m-deep", "c"), "nest": 0}, 1022),  # the document: 1,023 levels
               orjson.dumps(purchase("m-2", "c"))]
-    writes = t.decode(poll(*values), 1700000000.0)
-    assert writes == [("events-by-click-id", None, events_value([
-        ({"click_id": "c", "at": 1700000000.0, "source": {"topic": "tracking-events", "partition": 2, "offset": i}},
-         raw) for i, raw in enumerate(values)]), partition_of("c", 6))]
+    writes, tickets = t.decode(poll(*values), 1700000000.0)
+    assert writes == []
+    tp = TopicPartition("tracking-events", 2)
+    assert [(k.tp, k.offset, k.open) for k in tickets] == [(tp, i, 2) for i in range(3)]  # the write, the event
+    assert [ticket for ticket, _ in t._round] == tickets
+    assert [{k: v for k, v in e.items() if k != "event"} for _, e in t._round] == [
+        {"click_id": "c", "at": 1700000000.0, "source": {"topic": "tracking-events", "partition": 2, "offset": i},
+         "raw": raw} for i, raw in enumerate(values)]
+    assert [e["event"]["messageId"] for _, e in t._round] == ["m-0", "m-deep", "m-2"]
     assert t.metrics.counts == {("events_in", ""): 3}
 
 
-def test_a_batch_without_events_is_a_counted_skip_and_writes_nothing():
+def test_a_batch_without_events_is_a_counted_skip_and_holds_only_its_write():
     t = intake(preset="mparticle")
-    assert t.decode(poll(orjson.dumps(batch())), 1700000000.0) == []
+    writes, [ticket] = t.decode(poll(orjson.dumps(batch())), 1700000000.0)
+    assert writes == [] and t._round == [] and ticket.open == 1
     assert t.metrics.counts == {("events_in", ""): 1, ("events_skipped", "no_events"): 1}
 
 
+def test_clicks_are_bundled_per_partition_and_their_messages_hold_only_the_write():
+    t = intake()
+    clicks = [{"click_id": f"c-{i}", "ttclid": f"E.C.P.{i}", "timestamp": 1700000000} for i in range(3)]
+    writes, tickets = t.decode(poll(*map(orjson.dumps, clicks), topic="clicks"), 1700000010.0)
+    by_partition: dict = {}
+    for c in clicks:
+        by_partition.setdefault(partition_of(c["click_id"], 6), []).append(
+            [c["click_id"], {"ttclid": c["ttclid"], "clicked_at": 1700000000.0}])
+    assert sorted(writes, key=lambda w: w[3]) == [
+        ("clicks-by-click-id", None, orjson.dumps({"clicks": items}), p) for p, items in sorted(by_partition.items())]
+    assert [k.open for k in tickets] == [1, 1, 1] and t._round == []
+    for k in tickets:
+        k.settle()
+    assert t.offsets.committable() == {TopicPartition("clicks", 2): 3}
+
+
 def test_an_event_of_a_batch_too_deep_to_write_again_is_dead_lettered_alone():
-    # mParticle's batches: each event is written again as JSON for its bundle. orjson reads 1,024
-    # levels but writes 254: a deeper event is refused alone, its batch-mates go on (before, the
-    # write failed the whole message while the events before it were bundled already).
-    t = intake(preset="mparticle", partitions=1)  # one bundle (events without click ID take turns)
+    # mParticle's batches: each event is written again as JSON (for its dead letter, should it
+    # get one). orjson reads 1,024 levels but writes 254: a deeper event is refused alone, its
+    # batch-mates go on (before, the write failed the whole message).
+    t = intake(preset="mparticle")
     mapping = t.mappings["tracking-events"]
     value = nested(batch(commerce_event(transaction="t-0"), commerce_event(nest=0), commerce_event(transaction="t-2")),
                    300)
-    writes = t.decode(poll(value), 1700000000.0)
+    writes, [ticket] = t.decode(poll(value), 1700000000.0)
     first, _, last = events_of(orjson.loads(value), mapping)
     source = {"topic": "tracking-events", "partition": 2, "offset": 0}
-    assert writes[:1] == [("events-by-click-id", None, events_value([
-        ({"click_id": None, "at": 1700000000.0, "source": {**source, "index": 0}}, orjson.dumps(first)),
-        ({"click_id": None, "at": 1700000000.0, "source": {**source, "index": 2}}, orjson.dumps(last))]), 0)]
-    [(role, key, dead)] = writes[1:]
+    assert t._round == [
+        (ticket, {"click_id": None, "at": 1700000000.0, "source": {**source, "index": 0}, "event": first,
+                  "raw": orjson.dumps(first)}),
+        (ticket, {"click_id": None, "at": 1700000000.0, "source": {**source, "index": 2}, "event": last,
+                  "raw": orjson.dumps(last)})]
+    assert ticket.open == 3  # the write and the two events
+    [(role, key, dead)] = writes
     assert (role, key) == ("dlq", b"tracking-events")
     # Its original is the whole message: a batch of this one event cannot be written either.
     assert orjson.loads(dead) == dead_letter(

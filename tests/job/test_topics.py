@@ -36,9 +36,8 @@ def test_names_come_from_the_environment():
     specs = load_specs(load({"TTBRIDGE_TOPIC_EVENTS": "shop-events", "TTBRIDGE_APP_ID": "shop"}, partitions=4))
     assert specs["tracking-events"].name == "shop-events"
     assert specs["clicks-by-click-id"].name == "shop-clicks-by-click-id"
-    assert specs["events-by-click-id"].name == "shop-events-by-click-id"
-    # The join needs the clicks table and the events co-partitioned.
-    assert specs["clicks-by-click-id"].partitions == specs["events-by-click-id"].partitions == 4
+    assert "events-by-click-id" not in specs  # events are joined where they are read
+    assert specs["clicks-by-click-id"].partitions == 4
 
 
 async def test_create_is_idempotent_and_reports_mismatch(kafka_bootstrap, unique):
@@ -55,7 +54,6 @@ async def test_create_is_idempotent_and_reports_mismatch(kafka_bootstrap, unique
         f"tiktok-retry-{unique}-2: created (6 partitions, {rf1}", f"tiktok-retry-{unique}-3: created (6 partitions, {rf1}",
         f"tiktok-retry-{unique}-4: created (6 partitions, {rf1}",
         f"t{unique}-clicks-by-click-id: created (6 partitions, {rf1}",
-        f"t{unique}-events-by-click-id: created (6 partitions, {rf1}",
         f"t{unique}-__assignor-__leader: created (1 partitions, {rf1}"])
     second = await create_topics(settings, warn=warnings.append)
     assert sorted(second) == sorted(line.replace(": created (", ": exists (") for line in first)
@@ -99,7 +97,7 @@ def test_every_topic_gets_the_replication_settings(tmp_path):
     assert sorted(spec.name for spec in specs.values()) == sorted([
         "clicks", "tracking-events", "tiktok-retry", "tiktok-dlq", "web-events", "shop-events",
         "tiktok-retry-2", "tiktok-retry-3", "tiktok-retry-4", "shop-clicks-by-click-id",
-        "shop-events-by-click-id", "shop-__assignor-__leader"])
+        "shop-__assignor-__leader"])
     for spec in specs.values():
         assert spec.replication_factor == 3, spec.name
         assert spec.config["min.insync.replicas"] == "2", spec.name
@@ -148,7 +146,7 @@ async def test_created_with_the_configured_replication_and_min_insync_replicas(k
     warnings = []
     lines = await create_topics(settings, warn=warnings.append)
     specs = load_specs(settings)
-    assert len(lines) == len(specs) == 10
+    assert len(lines) == len(specs) == 9
     assert all(line.endswith(" partitions, replication factor 1)") for line in lines)
     assert warnings == []
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -194,4 +192,4 @@ async def test_the_command_refuses_more_replicas_than_brokers_and_warns_not_on_o
     done = _topics_cli(env)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "", "one broker, replication factor 1: no warning"
-    assert len(done.stdout.splitlines()) == 10
+    assert len(done.stdout.splitlines()) == 9

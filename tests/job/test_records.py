@@ -321,11 +321,11 @@ def test_with_dlq_original_hashed_the_intake_hashes_what_it_refuses_and_keeps_cl
     from app.settings import mapping_config
 
     settings = load({}, dlq_original="hashed")
-    intake = Intake(settings, mapping_config(settings), None, Metrics())
+    intake = Intake(settings, mapping_config(settings), None, Metrics(), None)
     bad = {"type": "track", "event": 42, "context": {"traits": {"email": "Jane@Example.com"}}}
     click = b'{"ttclid": "E.C.P.x", "timestamp": "2026-01-01T00:00:00Z"}'  # no click_id
-    writes = intake.decode({TopicPartition("tracking-events", 0): [_msg("tracking-events", 5, orjson.dumps(bad))],
-                            TopicPartition("clicks", 0): [_msg("clicks", 6, click)]}, 1.0)
+    writes, _ = intake.decode({TopicPartition("tracking-events", 0): [_msg("tracking-events", 5, orjson.dumps(bad))],
+                               TopicPartition("clicks", 0): [_msg("clicks", 6, click)]}, 1.0)
     [event_dlq, click_dlq] = [orjson.loads(v) for role, _, v in writes if role == "dlq"]
     assert event_dlq == {**dead_letter("invalid_event_name", event_dlq["message"], "decode", 1.0,
                                        source={"topic": "tracking-events", "partition": 0, "offset": 5}),

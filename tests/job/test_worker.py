@@ -57,8 +57,10 @@ async def test_the_pages_are_the_jobs_counters_and_readiness(app):
     assert 'ttbridge_dead_letters_total{pixel="",reason="invalid_json"} 1.0\n' in text
 
 
-def test_the_job_registers_its_agents_tasks_and_timer(app):
-    assert sorted(agent.name for agent in app.agents.values()) == ["forward"]
+def test_the_job_registers_its_tasks_and_timer_and_no_agent(app):
+    # The input is read by the intake's own consumer and joined in the same process (app.job.intake).
+    assert list(app.agents) == []
     job = app.ttbridge
     assert job.forwarder.lookup == job.clicks.read
+    assert job.intake.forwarder is job.forwarder
     assert list(app.tables) == []  # the clicks table is ttbridge's own (app.job.clicks)

@@ -72,6 +72,7 @@ class Clicks:
         # Up to the end offsets seen at start (catch_up, or follow after a failed catch-up):
         # until then joins would miss clicks the topic has, and /readyz says not ready.
         self.caught_up = False
+        self.following = True  # false from a failure of the follower until it runs again
 
     def open(self) -> None:
         if self.db is None:
@@ -189,12 +190,22 @@ class Clicks:
 
     async def follow(self, stored: Callable[[list[str]], None], metrics: Any = None) -> None:
         """Apply the topic as it grows, until cancelled; `stored(click IDs)` after each write.
-        A failure (the broker gone for long) restarts from the table's own offsets in 5 s."""
+        A failure (the broker gone for long) restarts from the table's own offsets in 5 s.
+        With `metrics`: its lag per partition (group "<app id>-clicks-table", though it has no
+        consumer group), its fetches counted towards broker_connected, and clicks_table_ready."""
+        watch = f"{self.settings.app_id}-clicks-table"
+        if metrics is not None:
+            metrics.gauge("clicks_table_ready", "1 while the clicks table has caught up with its log and "
+                          "its follower runs (joins would miss clicks otherwise)", (),
+                          lambda: {(): int(self.ready)})
         while True:
             consumer = self._consumer()
             try:
                 await consumer.start()
                 tps = await self._assign(consumer)
+                if metrics is not None:
+                    metrics.watch_consumer(watch, consumer)
+                self.following = True
                 ends = None if self.caught_up else await consumer.end_offsets(tps)
                 while True:
                     fetched = await consumer.getmany(timeout_ms=1000, max_records=_MAX_RECORDS)
@@ -203,15 +214,23 @@ class Clicks:
                         if metrics is not None:
                             metrics.add("clicks_stored", len(ids))
                         stored(ids)
+                    if metrics is not None:
+                        await metrics.refresh_lag(watch, consumer)
                     if ends is not None and all([await consumer.position(tp) >= ends[tp] for tp in tps]):
                         self.caught_up, ends = True, None
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001
+                self.following = False  # /readyz says not ready until it runs again
                 log.exception("following %s failed; restarting in 5 s", self.topic)
                 await asyncio.sleep(5)
             finally:
                 await consumer.stop()
+
+    @property
+    def ready(self) -> bool:
+        """Caught up with the log as of start-up, and following it (not failed since)."""
+        return self.caught_up and self.following
 
     def sweep(self) -> int:
         """Delete the clicks past the attribution window. Every worker applies the same rule to

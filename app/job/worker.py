@@ -171,7 +171,7 @@ async def readyz(view, request):
     metrics = app.ttbridge.metrics
     # Until the intake's consumer exists there is no fetch to judge by (faust's recovery is).
     broker = not metrics.watching() or bool(metrics.broker_connected(READY_BROKER_SILENT_S))
-    clicks = app.ttbridge.clicks.caught_up
+    clicks = app.ttbridge.clicks.ready
     ready = recovered and clicks and not app.rebalancing and broker
     page = {"ready": ready, "recovered": recovered, "clicks_caught_up": clicks, "rebalancing": app.rebalancing}
     if not broker:

@@ -226,6 +226,7 @@ def used() -> Metrics:
     m.routed("PIX1", True)
     m.gauge("pending_late_events", "events waiting for their late click", (), lambda: {(): 0})
     m.gauge("requests_in_flight", "requests on the wire", ("pixel",), lambda: {("PIX1",): 1})
+    m.gauge("clicks_table_ready", "the clicks table caught up and followed", (), lambda: {(): 1})
     return m
 
 

@@ -47,6 +47,9 @@ async def test_the_pages_are_the_jobs_counters_and_readiness(app):
     assert await readyz(view, None) == (503, {**page, "recovered": True})
     app.ttbridge.clicks.caught_up = True
     assert await readyz(view, None) == (200, {**page, "ready": True, "recovered": True, "clicks_caught_up": True})
+    app.ttbridge.clicks.following = False  # the follower failed: joins would miss new clicks
+    assert await readyz(view, None) == (503, {**page, "recovered": True})
+    app.ttbridge.clicks.following = True
     app.ttbridge.metrics.add("events_in", 3)
     app.ttbridge.metrics.add("dead_letters", reason="invalid_json")
     assert await stats(view, None) == (200, {"events_in": 3, "dead_letters": {"invalid_json": 1},

@@ -620,6 +620,21 @@ def test_statefulset_worker(
     assert security.get("fsGroup"), "the non-root user must be able to write the volume"
 
 
+def test_data_volume_claim_is_sized_for_the_whole_clicks_table(
+    k8s_docs: list[dict[str, Any]], statefulset: dict[str, Any], worker_container: dict[str, Any],
+) -> None:
+    # Every pod keeps all of clicks-by-click-id in RocksDB under TTBRIDGE_DATA_DIR: the claim
+    # must exist, request a size, and say how to size it and what a new pod does first.
+    data_dir = container_env(worker_container, _configmaps(k8s_docs))["TTBRIDGE_DATA_DIR"]
+    mounted = {m["mountPath"]: m["name"] for m in worker_container["volumeMounts"]}[data_dir]
+    claim = next(t for t in statefulset["spec"]["volumeClaimTemplates"] if t["metadata"]["name"] == mounted)
+    size = str(claim["spec"]["resources"]["requests"]["storage"])
+    assert re.fullmatch(r"[1-9][0-9]*(Mi|Gi|Ti)", size), size
+    text = (K8S_DIR / statefulset["__file__"]).read_text()
+    for words in ("clicks/day", "attribution_window_days", "compaction", "catches up", "/readyz"):
+        assert words in text, f"the claim's sizing comment names {words!r}"
+
+
 def test_headless_metrics_service(k8s_docs: list[dict[str, Any]], statefulset: dict[str, Any]) -> None:
     pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
     services = {s["metadata"]["name"]: s for s in _of_kind(k8s_docs, "Service")}
@@ -893,12 +908,18 @@ def test_kafka_topics_render_into_the_kafka_cluster_s_namespace() -> None:
 # the real tools, where installed ------------------------------------------------
 
 
+def _tool(name: str) -> str | None:
+    """A tool's path: on PATH, or next to this interpreter (a venv's bin/, where pip
+    puts kube-score and kustomize), so `.venv/bin/python -m pytest` finds them too."""
+    return shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+
+
 def _kustomize(directory: Path) -> list[dict[str, Any]] | None:
     """`kustomize build` (or `kubectl kustomize`) of a directory, or None without either."""
-    if shutil.which("kustomize"):
-        argv = ["kustomize", "build", str(directory)]
-    elif shutil.which("kubectl"):
-        argv = ["kubectl", "kustomize", str(directory)]
+    if kustomize := _tool("kustomize"):
+        argv = [kustomize, "build", str(directory)]
+    elif kubectl := _tool("kubectl"):
+        argv = [kubectl, "kustomize", str(directory)]
     else:
         return None
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
@@ -943,12 +964,13 @@ def test_manifests_are_valid_for_kubernetes(rendered: list[dict[str, Any]], vers
 
 
 def test_kube_score_finds_nothing_critical(rendered: list[dict[str, Any]], tmp_path: Path) -> None:
-    if not shutil.which("kube-score"):
+    kube_score = _tool("kube-score")
+    if not kube_score:
         pytest.skip("kube-score is not installed "
                     "(go install github.com/zegl/kube-score/cmd/kube-score@v1.20.0)")
     path = tmp_path / "rendered.yaml"
     path.write_text(yaml.safe_dump_all([d for d in rendered if d["kind"] not in CUSTOM_KINDS]))
-    done = subprocess.run(["kube-score", "score", "--output-format", "ci", str(path)], capture_output=True,
+    done = subprocess.run([kube_score, "score", "--output-format", "ci", str(path)], capture_output=True,
                           text=True, timeout=120)
     critical = [line for line in done.stdout.splitlines() if line.startswith("[CRITICAL]")]
     assert not critical, "\n".join(critical)

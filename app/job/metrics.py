@@ -264,7 +264,7 @@ class _Collector:
         info = GaugeMetricFamily(PREFIX + "build_info", "the running ttbridge's version", labels=["version"])
         info.add_metric([m.version], 1)
         yield info
-        # Without a watched consumer (the retry worker) there is nothing to tell: no sample.
+        # Without a watched consumer (none started yet) there is nothing to tell: no sample.
         up = GaugeMetricFamily(PREFIX + "broker_connected", "1 when the broker answered a fetch "
                                f"within {BROKER_SILENT_S:g} s, else 0")
         if m._consumers:

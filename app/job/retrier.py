@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import time
+from typing import Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -26,9 +27,13 @@ from app.settings import Settings
 from app.tiktok.outcomes import Action, Verdict
 from app.tiktok.sender import Sender
 
-__all__ = ["Retrier", "next_step", "parse_retry_record", "register"]
+__all__ = ["Retrier", "next_step", "parse_retry_record", "register", "READY_BROKER_SILENT_S"]
 
 log = logging.getLogger(__name__)
+
+# The retry worker's /readyz turns false once its tiers' consumers have had no fetch answer for
+# this long (the worker's own bound, app.job.worker.READY_BROKER_SILENT_S).
+READY_BROKER_SILENT_S = 15.0
 
 # Token errors keep their data on the slowest tier while the operator fixes the token — but not
 # forever: past this age they are dead-lettered ("hold_expired") and can be replayed.
@@ -84,6 +89,19 @@ class Retrier:
         self.topics = [retry_tier_topic(settings, i + 1) for i in range(len(self.tiers))]
         self._write = BatchWriter(settings.bootstrap_servers,
                                   {t: t for t in [*self.topics, settings.topic_dlq]}, client_options(settings))
+        self._started: set[str] = set()  # tiers whose consumer is running
+
+    def readiness(self, silent_s: float = READY_BROKER_SILENT_S) -> tuple[bool, str]:
+        """(ready, why not): every tier's consumer started, and a fetch answer within `silent_s`.
+        The answers are judged over all the tiers' consumers together (metrics.broker_connected),
+        not tier by tier: a tier waiting for a due record pauses its partitions and fetches
+        nothing, which says nothing about the broker."""
+        waiting = [t for t in self.topics if t not in self._started]
+        if waiting:
+            return False, f"retry tier consumers not started: {', '.join(waiting)}"
+        if not self.metrics.broker_connected(silent_s):
+            return False, f"no fetch answer from the broker for {silent_s:g} s"
+        return True, ""
 
     async def run(self) -> None:
         """Run every tier until cancelled."""
@@ -115,6 +133,9 @@ class Retrier:
         resume_at: dict[TopicPartition, float] = {}
         try:
             await consumer.start()  # inside: a start that fails is stopped too (no leaked client)
+            # Its fetches count towards broker_connected (the gauge and /readyz), its lag is served.
+            self.metrics.watch_consumer(group, consumer)
+            self._started.add(topic)
             while True:
                 now = time.time()
                 for tp, at in list(resume_at.items()):
@@ -142,6 +163,7 @@ class Retrier:
                         offsets[tp] = OffsetAndMetadata(msg.offset + 1, "")
                     await consumer.commit(offsets)
         finally:
+            self._started.discard(topic)  # not ready while _supervise restarts it
             await consumer.stop()
 
     async def _handle(self, due: list) -> None:
@@ -217,7 +239,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("retry-worker", help="run only the retry tiers (the worker runs them too)",
                               description="Consume the retry tier topics and re-send when due.")
     p.add_argument("--web-port", type=int, default=None,
-                   help="port of /metrics and /healthz (default: TTBRIDGE_WEB_PORT, 6066)")
+                   help="port of /metrics, /healthz and /readyz (default: TTBRIDGE_WEB_PORT, 6066)")
     p.add_argument("--log-format", choices=logs.FORMATS, default="text",
                    help="text (default) or json: one JSON object per line (time, level, logger, message, "
                         "exception)")
@@ -239,14 +261,15 @@ def _main(args) -> int:
         sender = Sender(settings, observe=metrics.request_observed)
         metrics.gauge("requests_in_flight", "requests to the Events API on the wire", ("pixel",),
                       sender.in_flight)
+        retrier = Retrier(settings, sender, metrics)
         try:
-            web = await _serve(metrics, settings.web_host, port)
+            web = await _serve(metrics, settings.web_host, port, retrier.readiness)
         except OSError as e:
             # Resending matters more than being scraped: say so (the probes will too) and go on.
-            log.error("retry worker: cannot serve /metrics and /healthz on %s:%s (%s)",
+            log.error("retry worker: cannot serve /metrics, /healthz and /readyz on %s:%s (%s)",
                       settings.web_host, port, e)
             web = None
-        run = asyncio.ensure_future(Retrier(settings, sender, metrics).run())
+        run = asyncio.ensure_future(retrier.run())
         # SIGTERM (Kubernetes, compose) and SIGINT stop the tiers: what was committed is durable,
         # the rest is re-read by the next retry worker. A clean stop exits 0.
         loop = asyncio.get_running_loop()
@@ -265,12 +288,18 @@ def _main(args) -> int:
     return 0
 
 
-async def _serve(metrics: Metrics, host: str, port: int):
-    """/metrics and /healthz, as the worker serves them (no other page)."""
+async def _serve(metrics: Metrics, host: str, port: int, readiness: Callable[[], tuple[bool, str]]):
+    """/metrics, /healthz and /readyz, as the worker serves them (no other page). `readiness`:
+    Retrier.readiness."""
     from aiohttp import web
 
     async def healthz(request):
         return web.json_response({"status": "ok"})
+
+    async def readyz(request):
+        ready, reason = readiness()
+        return web.json_response({"ready": True} if ready else {"ready": False, "reason": reason},
+                                 status=200 if ready else 503)
 
     async def serve_metrics(request):
         return web.Response(body=metrics.render().encode(),
@@ -278,6 +307,7 @@ async def _serve(metrics: Metrics, host: str, port: int):
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", serve_metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -5,8 +5,8 @@ only renames topics and sets the replication of all of them (TTBRIDGE_REPLICATIO
 TTBRIDGE_MIN_INSYNC_REPLICAS), faust's own topics included: they are created here too, before
 faust would create them its own way. `ttbridge topics strimzi` writes the same topics as Strimzi
 KafkaTopic resources. Creation is idempotent: an existing topic with the right partition count is
-fine, a mismatch is reported and left alone (adding partitions would move keys between
-partitions and break the click join's co-partitioning).
+fine, a mismatch is reported and left alone (adding partitions would move click IDs between
+partitions of the clicks table's log, whose per-partition offsets every worker's table stores).
 """
 from __future__ import annotations
 
@@ -124,8 +124,9 @@ async def create_topics(settings: Settings, specs: dict[str, TopicSpec] | None =
     """Create missing topics. Returns one line per topic saying what happened; raises
     RuntimeError listing every partition-count mismatch, saying why no broker let us in, or
     refusing a replication factor above the broker count. A replication factor of 1 on several
-    brokers, or an existing topic replicated otherwise than the settings say, is `warn`ed about
-    (one line each; by default on stderr)."""
+    brokers, an existing topic replicated otherwise than the settings say, or an existing clicks
+    table's log kept for less than the attribution window, is `warn`ed about (one line each; by
+    default on stderr)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
@@ -158,6 +159,11 @@ async def create_topics(settings: Settings, specs: dict[str, TopicSpec] | None =
             except TopicAlreadyExistsError:
                 pass  # another worker raced us to it: the check below still applies
         after = await _layout(admin, names, expect_all=True)
+        table_log = specs.get("clicks-by-click-id")
+        # Checked whenever it exists, not only when `before` saw it: a topic made a moment ago
+        # (by hand, or by another worker) may be missing from that metadata yet.
+        if table_log and table_log.name in after:
+            await _check_table_retention(admin, table_log.name, settings, warn)
     finally:
         await admin.close()
     lines, mismatches = [], []
@@ -176,6 +182,28 @@ async def create_topics(settings: Settings, specs: dict[str, TopicSpec] | None =
     if mismatches:
         raise RuntimeError("; ".join(mismatches))
     return lines
+
+
+async def _check_table_retention(admin, topic: str, settings: Settings, warn: Callable[[str], None]) -> None:
+    """Warn when an existing clicks table's log keeps records for less than the attribution
+    window: a worker catching up (a new pod, a lost volume) would rebuild a table missing the
+    older clicks, and their late conversions would go unjoined. Left as it is: the operator may
+    have reasons, and retention is theirs to change."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    window_ms = int(settings.attribution_window_days * 86400 * 1000)
+    response = (await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)]))[0]
+    error_code, error_message, _type, _name, entries = response.resources[0][:5]
+    if error_code:
+        warn(f"{topic}: could not read retention.ms ({error_message or f'error {error_code}'}) "
+             f"to compare it with the attribution window ({window_ms} ms)")
+        return
+    retention = {entry[0]: entry[1] for entry in entries}.get("retention.ms")
+    # -1 keeps records forever; no value at all leaves the broker's default, which we cannot see.
+    if retention is not None and 0 <= int(retention) < window_ms:
+        warn(f"{topic}: retention.ms {retention} is shorter than the attribution window ({window_ms} ms, "
+             f"attribution_window_days {settings.attribution_window_days:g}): clicks would expire from the "
+             "table's log before their window ends; raise it")
 
 
 async def partition_count(bootstrap: str, topic: str, security: Mapping[str, Any] | None = None) -> int | None:

@@ -1,5 +1,6 @@
 """/metrics of real processes on the real broker and the fake Events API, parsed by prometheus_client:
 a worker that sent events to two pixels, and `ttbridge retry-worker` serving and stopping alone."""
+import asyncio
 import os
 import signal
 import subprocess
@@ -12,9 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.devtools.kafka_local import free_port
 from app.devtools.worker_process import WorkerProcess, produce_json
+from app.job.metrics import Metrics
 from app.job.records import retry_record
+from app.job.retrier import Retrier
 from app.job.topics import create_topics
 from app.settings import load
+from app.tiktok.sender import Sender
 from tests.support import PIXEL_A, PIXEL_B, TOKEN_A, TOKEN_B, wait_for
 
 
@@ -151,6 +155,14 @@ async def test_the_retry_worker_serves_metrics_and_health_and_stops_cleanly_on_s
                 return False
         await wait_for(serving, 30, "the retry worker's /healthz")
 
+        async def ready():
+            async with aiohttp.ClientSession() as s:
+                async with s.get(base + "/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    page = await r.json()
+                    assert (r.status == 200) == (page == {"ready": True}), (r.status, page)
+                    return r.status == 200
+        await wait_for(ready, 45, "the retry worker's /readyz")
+
         async def tier_depth():
             _, s = await scrape(base)
             return by(s, "ttbridge_consumer_lag_records", "partition", group=f"rm{unique}-retry-{unique}")
@@ -171,6 +183,31 @@ async def test_the_retry_worker_serves_metrics_and_health_and_stops_cleanly_on_s
         out = proc.communicate(timeout=30)[0].decode()
     assert proc.returncode == 0, out
     assert out == ""  # no traceback, no error line
+
+
+async def test_the_retry_workers_readiness_waits_for_every_tier_and_a_fetch_answer(kafka_bootstrap, unique):
+    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TIKTOK_API_URL": "http://127.0.0.1:9/",
+           "TIKTOK_ACCESS_TOKEN": TOKEN_A, "TIKTOK_PIXEL_CODE": PIXEL_A, "TTBRIDGE_APP_ID": f"rr{unique}",
+           "TTBRIDGE_TOPIC_RETRY": f"rr-retry-{unique}", "TTBRIDGE_TOPIC_DLQ": f"rr-dlq-{unique}",
+           "TTBRIDGE_TOPIC_CLICKS": f"rr-clicks-{unique}", "TTBRIDGE_TOPIC_EVENTS": f"rr-events-{unique}"}
+    settings = load(env)
+    await create_topics(settings)
+    sender = Sender(settings)
+    retrier = Retrier(settings, sender, Metrics())
+    tiers = ", ".join(retrier.topics)
+    assert retrier.readiness() == (False, f"retry tier consumers not started: {tiers}")
+    run = asyncio.ensure_future(retrier.run())
+    try:
+        async def ready():
+            return retrier.readiness()[0]
+        await wait_for(ready, 45, "every tier started and answered")
+        # Fetch answers older than the bound (here: any) say the broker is not answering.
+        assert retrier.readiness(silent_s=0) == (False, "no fetch answer from the broker for 0 s")
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        await sender.close()
+    assert retrier.readiness() == (False, f"retry tier consumers not started: {tiers}")
 
 
 async def _sum_is(read, n: int) -> bool:

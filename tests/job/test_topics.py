@@ -173,6 +173,30 @@ async def test_created_with_the_configured_replication_and_min_insync_replicas(k
                                       "(left as it is)" for s in specs.values())
 
 
+async def test_an_existing_table_log_kept_shorter_than_the_window_is_warned_about(kafka_bootstrap, unique):
+    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TTBRIDGE_APP_ID": f"ret{unique}"}
+    for role, var in (("clicks", "CLICKS"), ("tracking-events", "EVENTS"), ("tiktok-retry", "RETRY"), ("tiktok-dlq", "DLQ")):
+        env[f"TTBRIDGE_TOPIC_{var}"] = f"ret-{role}-{unique}"
+    log = f"ret{unique}-clicks-by-click-id"
+    # Made by hand before ttbridge ever ran, with one day of retention.
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(log, 6, 1, topic_configs={"retention.ms": "86400000"})])
+    finally:
+        await admin.close()
+    warnings = []
+    await create_topics(load(env), warn=warnings.append)  # attribution_window_days 7
+    assert warnings == [f"{log}: retention.ms 86400000 is shorter than the attribution window (604800000 ms, "
+                        "attribution_window_days 7): clicks would expire from the table's log before their "
+                        "window ends; raise it"]
+    # Left as it is, and no warning once the window fits in it (one day, or half of one).
+    for days in (1, 0.5):
+        warnings.clear()
+        await create_topics(load(env, attribution_window_days=days), warn=warnings.append)
+        assert warnings == [], days
+
+
 def _topics_cli(env: dict) -> subprocess.CompletedProcess:
     own = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "TTBRIDGE_", "TIKTOK_"))}
     return subprocess.run([sys.executable, "-m", "app", "topics", "create"], env={**own, **env},

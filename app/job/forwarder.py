@@ -22,6 +22,7 @@ from app.mapping.events import (
     MappingConfig,
     Refusal,
     Skip,
+    dropped_identifiers,
     has_identifier,
     map_event,
     skip_reason,
@@ -271,6 +272,8 @@ class Forwarder:
                                pixel_code=pixel.code, original=_original(entry))
         if click_id:
             m.routed(pixel.code, click is not None)
+        for name in dropped_identifiers(event, items[0].get("user") or {}, mapping):
+            m.count("identifiers_dropped", 1, pixel.code, name)
         return pixel, items, test_event_code_of(event, mapping) or pixel.test_event_code
 
     async def _durably(self, retries: list, dead: list) -> None:

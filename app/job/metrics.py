@@ -51,6 +51,9 @@ _DETAIL = {
                       "code"),
     "events_sent_with_identifier": ("accepted TikTok events carrying this identifier (match quality: "
                                     "divide by ttbridge_events_sent_total)", "identifier"),
+    "identifiers_dropped": ("identifiers an event carried that could not be used (e.g. a phone "
+                            "without country code and no default_region, an email that is not one)",
+                            "identifier"),
     "join_candidates": ("events routed to a pixel that carried a click ID", ""),
     "join_matched": ("events routed to a pixel that carried a click ID and found their click", ""),
 }

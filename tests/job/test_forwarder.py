@@ -683,3 +683,20 @@ async def test_a_failed_write_is_retried_and_the_message_settled_only_once_it_su
     assert [r.getMessage() for r in caplog.records] == [
         "could not write 1 records (RuntimeError); retrying in 0.5 s"]
     assert counted(t.metrics) == {"dead_letters{invalid_currency}": 1}
+
+
+async def test_identifiers_the_mapping_could_not_use_are_counted_as_dropped_per_pixel():
+    # No default_region: a phone without its country code cannot be put in E.164, so TikTok never
+    # sees it (the event still goes, identified by its email); an email of blanks likewise.
+    t = setup()
+    national = track("m-1")
+    national["context"]["traits"]["phone"] = "07700 900123"
+    broken = track("m-2")
+    broken["context"]["traits"].update(email="   ", phone="+44 7700 900123")
+    fine = track("m-3")
+    await run(t, Record(0, entries=[entry(national, 10), entry(broken, 11), entry(fine, 12)]))
+    [body] = t.sender.bodies
+    assert ["phone" in item["user"] for item in body["data"]] == [False, True, False]
+    assert ["email" in item["user"] for item in body["data"]] == [True, False, True]
+    assert {k: v for k, v in t.metrics.detail.items() if k[0] == "identifiers_dropped"} == {
+        ("identifiers_dropped", "phone", "PIX1"): 1, ("identifiers_dropped", "email", "PIX1"): 1}

@@ -59,6 +59,8 @@ ttbridge_requests_total{pixel=""} 0.0
 # TYPE ttbridge_events_refused_total counter
 # HELP ttbridge_events_sent_with_identifier_total accepted TikTok events carrying this identifier (match quality: divide by ttbridge_events_sent_total)
 # TYPE ttbridge_events_sent_with_identifier_total counter
+# HELP ttbridge_identifiers_dropped_total identifiers an event carried that could not be used (e.g. a phone without country code and no default_region, an email that is not one)
+# TYPE ttbridge_identifiers_dropped_total counter
 # HELP ttbridge_join_candidates_total events routed to a pixel that carried a click ID
 # TYPE ttbridge_join_candidates_total counter
 # HELP ttbridge_join_matched_total events routed to a pixel that carried a click ID and found their click
@@ -224,6 +226,7 @@ def used() -> Metrics:
     m.delivered("PIX1", body({"ttclid": "a"}), Delivery(dead=[(body({"ttclid": "a"}), ok)], requests=1))
     m.request_observed("PIX1", 1, 0.1, ok)
     m.routed("PIX1", True)
+    m.count("identifiers_dropped", 1, "PIX1", "phone")
     m.gauge("pending_late_events", "events waiting for their late click", (), lambda: {(): 0})
     m.gauge("requests_in_flight", "requests on the wire", ("pixel",), lambda: {("PIX1",): 1})
     m.gauge("clicks_table_ready", "the clicks table caught up and followed", (), lambda: {(): 1})

@@ -21,7 +21,8 @@ def conversion(i: int, now: float) -> dict:
 
 
 @pytest.mark.parametrize("protocol, mechanism, client_certificate", [
-    ("SASL_SSL", "SCRAM-SHA-512", False), ("SSL", None, True)], ids=["sasl_ssl", "ssl"])
+    ("SASL_SSL", "SCRAM-SHA-512", False), ("SSL", None, True), ("SASL_PLAINTEXT", "SCRAM-SHA-256", False),
+    ("SASL_SSL", "PLAIN", False)], ids=["sasl_ssl", "ssl", "sasl_plaintext_scram256", "sasl_ssl_plain"])
 async def test_a_worker_delivers_over_a_secured_listener(secured_kafka, fake, unique, tmp_path, protocol,
                                                          mechanism, client_certificate):
     config = tmp_path / "ttbridge.toml"

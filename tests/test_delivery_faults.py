@@ -4,6 +4,7 @@ the fake at least once, or in the DLQ with the right reason)."""
 import asyncio
 import base64
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -418,7 +419,12 @@ async def test_sigterm_with_the_broker_gone_exits_75_at_the_bound_and_loses_noth
         worker.kill()
         await asyncio.to_thread(broker.start)
     assert code == 75 and 4 <= took < 4 + 3, (code, took, worker.log_tail())
-    restarted = await start_worker(env, tmp_path, "restarted")
+    # The restart shows nothing was lost and that it stops cleanly; the 4 s bound was the point
+    # above. Right after a broker restart (the group coordinator and leaders coming back) a clean
+    # stop has taken longer than 4 s: the restarted worker gets the default bound (30 s).
+    config = tmp_path / "restarted.toml"
+    config.write_text(Path(env["TTBRIDGE_CONFIG"]).read_text().replace("shutdown_timeout_s = 4\n", ""))
+    restarted = await start_worker({**env, "TTBRIDGE_CONFIG": str(config)}, tmp_path, "restarted")
     try:
         await produce_json(broker.bootstrap, env["TTBRIDGE_TOPIC_EVENTS"], conversions(1, time.time(), "after"))
 

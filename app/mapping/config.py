@@ -122,10 +122,6 @@ class MappingConfig:
         setattr_("_names", names)
         setattr_("_folded", folded)
 
-    @property
-    def click_paths(self) -> tuple[tuple[str, ...], ...]:
-        return self.plan.click_id_paths
-
     def tiktok_names(self, name: str) -> tuple[str, ...]:
         """The TikTok names a source event name maps to; () when unmapped."""
         names = self._names.get(name)

@@ -71,8 +71,8 @@ class Forwarder:
         self._lock = asyncio.Lock()  # handle and recheck both take from and add to `pending`
         self._in_flight: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(ROUNDS_IN_FLIGHT)
-        metrics.gauge("pending_late_events", "events waiting for their late click (their messages not committable)", (),
-                      lambda: {(): self.pending_count})
+        metrics.gauge("pending_late_events", "events waiting for their late click (their messages not "
+                      "committable)", (), lambda: {(): self.pending_count})
         # The real Sender times each POST for the metrics (tests' stand-ins may not).
         if getattr(sender, "observe", False) is None:
             sender.observe = metrics.request_observed
@@ -295,5 +295,4 @@ class Forwarder:
 
 def _original(entry: dict) -> bytes | None:
     """The event for its dead letter: its own bytes, as the intake read them."""
-    raw = entry.get("raw")
-    return None if raw is None else bytes(raw)
+    return entry.get("raw")

@@ -113,24 +113,38 @@ class Intake:
             try:
                 # Rounds on the wire get a quarter of the shutdown bound, then are cancelled: a hung
                 # request must not run the worker into its watchdog (exit 75). Then what is settled
-                # is committed, so that a restart re-reads as little as possible.
+                # is committed (within another quarter: a coordinator still moving must not hold
+                # the stop up either), so that a restart re-reads as little as possible.
                 await self.forwarder.drain(within=s.shutdown_timeout_s / 4)
-                await self._commit(consumer)
+                try:
+                    await asyncio.wait_for(self._commit(consumer), s.shutdown_timeout_s / 4)
+                except asyncio.TimeoutError:
+                    log.warning("the last intake commit did not finish in %.0f s; a restart re-reads "
+                                "from the one before", s.shutdown_timeout_s / 4)
             finally:
                 await consumer.stop()
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
-        offsets = self.offsets.committable()
         mine = consumer.assignment()
-        offsets = {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items() if tp in mine}
-        if not offsets:
+        due = {tp: o for tp, o in self.offsets.committable().items() if tp in mine}
+        if not due:
             return
         try:
-            await consumer.commit(offsets)
+            await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in due.items()})
         except (CommitFailedError, IllegalStateError, KafkaError) as e:
             # A rebalance took the partitions (their new owner re-reads from the last commit:
             # duplicates, never gaps), or the broker is away (the next commit carries these).
             log.warning("intake commit refused (%s); the next commit or owner covers it", type(e).__name__)
+            return
+        self.offsets.committed(due)
+
+    async def revoked(self, consumer: AIOKafkaConsumer, tps) -> None:
+        """Partitions about to go: commit what is settled of them (less for their next owner to
+        re-read), then forget them and drop their events not yet handed over."""
+        await self._commit(consumer)
+        self.offsets.forget(tps)
+        gone = set(tps)
+        self._round = [e for e in self._round if e[0].tp not in gone]
 
     def decode(self, batches: dict, now: float) -> tuple[list[tuple], list[Ticket]]:
         """Every message of a poll: the writes (bundles of clicks, dead letters) and one ticket
@@ -216,18 +230,14 @@ class Intake:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    """Before partitions go: commit what is settled of them (less for their next owner to re-read),
-    then forget them; partitions that come back start afresh from their committed offsets."""
+    """Partitions that go are committed and forgotten (Intake.revoked); partitions that come
+    (back) start afresh from their committed offsets."""
 
     def __init__(self, intake: Intake, consumer: AIOKafkaConsumer) -> None:
         self.intake, self.consumer = intake, consumer
 
     async def on_partitions_revoked(self, revoked) -> None:
-        intake = self.intake
-        await intake._commit(self.consumer)
-        intake.offsets.forget(revoked)
-        gone = set(revoked)
-        intake._round = [e for e in intake._round if e[0].tp not in gone]
+        await self.intake.revoked(self.consumer, revoked)
 
     async def on_partitions_assigned(self, assigned) -> None:
         self.intake.offsets.forget(assigned)

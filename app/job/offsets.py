@@ -31,11 +31,14 @@ class Ticket:
 
 
 class Offsets:
-    """Tickets per partition in offset order; `committable` gives, for each partition whose
-    settled prefix grew, the offset to commit (the next one to read)."""
+    """Tickets per partition in offset order. `committable` gives, for each partition whose
+    settled prefix grew, the offset to commit (the next one to read); it keeps giving it until
+    `committed` says the broker took it (a commit refused while the broker is away is retried
+    with the next one, even if that partition reads nothing more)."""
 
     def __init__(self) -> None:
         self._tickets: dict[object, deque[Ticket]] = {}
+        self._due: dict[object, int] = {}  # settled further than the last commit the broker took
 
     def ticket(self, tp, offset: int) -> Ticket:
         t = Ticket(tp, offset)
@@ -46,20 +49,26 @@ class Offsets:
         return t
 
     def committable(self) -> dict:
-        out = {}
         for tp, queue in self._tickets.items():
             last = None
             while queue and queue[0].open <= 0:
                 last = queue.popleft()
             if last is not None:
-                out[tp] = last.offset + 1
-        return out
+                self._due[tp] = last.offset + 1
+        return dict(self._due)
+
+    def committed(self, offsets: dict) -> None:
+        """The broker took these commits."""
+        for tp, offset in offsets.items():
+            if self._due.get(tp) == offset:
+                del self._due[tp]
 
     def forget(self, tps) -> None:
         """Partitions revoked (or assigned afresh): their tickets no longer count; what is
         settled later for them is never committed here, their new owner re-reads it."""
         for tp in tps:
             self._tickets.pop(tp, None)
+            self._due.pop(tp, None)
 
     def holding(self) -> int:
         """Messages not yet committable (a gauge of what a crash would re-read)."""

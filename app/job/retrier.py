@@ -128,6 +128,9 @@ class Retrier:
             # A group per tier: a tier's rebalance never disturbs another tier or the main job.
             group_id=f"{self.settings.app_id}-{topic}", enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=self.settings.batch_max,
+            # As the intake's: a dead worker's tier partitions move on after the same bound.
+            session_timeout_ms=int(self.settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, self.settings.session_timeout_s / 3) * 1000),
             **client_options(self.settings))
         group = f"{self.settings.app_id}-{topic}"
         resume_at: dict[TopicPartition, float] = {}

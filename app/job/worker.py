@@ -217,7 +217,7 @@ class BoundedWorker(Worker):
 
     async def on_stop(self) -> None:
         # mode's Service hook, called first thing when the worker stops (a signal or a crash).
-        watchdog = threading.Timer(self.shutdown_bound_s, os._exit, args=(75,))
+        watchdog = threading.Timer(self.shutdown_bound_s, _overstayed, args=(self.shutdown_bound_s,))
         watchdog.daemon = True
         watchdog.start()
         await super().on_stop()
@@ -226,6 +226,15 @@ class BoundedWorker(Worker):
         # mode's Service hook, called after the app (a child service) has stopped.
         await self.app.ttbridge.stop()
         await super().on_shutdown()
+
+
+def _overstayed(bound_s: float) -> None:
+    # From the watchdog's thread: one line saying why the exit code is 75, then out.
+    log.warning("the worker did not stop within shutdown_timeout_s = %g s; exiting with 75 (what was "
+                "not committed is re-read by the next owner)", bound_s)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(75)
 
 
 def register(subparsers) -> None:

@@ -214,3 +214,31 @@ def test_an_event_of_a_batch_too_deep_to_write_again_is_dead_lettered_alone():
         "writes at most 254 levels of nesting)", "decode", 1700000000.0, source={**source, "index": 1},
         original=value)
     assert t.metrics.counts == {("events_in", ""): 3, ("dead_letters", "invalid_event"): 1}
+
+
+async def test_a_revoked_partition_is_committed_then_forgotten_and_its_waiting_events_dropped():
+    # Its next owner re-reads what was not committed; events of it not yet handed over must not
+    # be sent from here too. The partitions that stay keep theirs.
+    t = intake()
+    kept, gone = TopicPartition("tracking-events", 1), TopicPartition("tracking-events", 2)
+    polled = {**poll(orjson.dumps(purchase("m-1", "c")), partition=1),
+              **poll(orjson.dumps(purchase("m-2", "c")), orjson.dumps(purchase("m-3", "c")), partition=2)}
+    _, tickets = t.decode(polled, 1700000000.0)
+    for k in tickets:
+        k.settle()  # the poll's writes are durable; the events are still in the round
+    tickets[1].settle()  # m-2 (offset 0 of partition 2) has its outcome
+
+    class Consumer:
+        commits: list = []
+
+        def assignment(self):
+            return {kept, gone}
+
+        async def commit(self, offsets):
+            self.commits.append({tp: o.offset for tp, o in offsets.items()})
+
+    consumer = Consumer()
+    await t.revoked(consumer, [gone])
+    assert consumer.commits == [{gone: 1}]  # m-2 settled: its partition is committed up to it
+    assert [e["event"]["messageId"] for _, e in t._round] == ["m-1"]
+    assert t.offsets.committable() == {}  # the gone partition forgotten, the kept one still open

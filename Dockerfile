@@ -47,10 +47,6 @@ RUN groupadd --system --gid 10001 ttbridge \
 
 COPY --from=build /opt/venv /opt/venv
 
-# Topic specs (partitions, schemas, examples) read by `ttbridge topics create`.
-WORKDIR /app
-COPY topics/ /app/topics/
-
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

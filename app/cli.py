@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from app.job.logs import fatal
 from app.settings import SettingsError
 
 __all__ = ["main", "build_parser"]
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except SettingsError as e:
         # One clear line for the operator, never a traceback (and never a token: see Secret).
-        print(f"ttbridge: configuration error: {e}", file=sys.stderr)
+        fatal(f"ttbridge: configuration error: {e}", getattr(args, "log_format", "text"))
         return 2
     except KeyboardInterrupt:
         return 130

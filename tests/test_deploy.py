@@ -73,7 +73,7 @@ FAUST_ENV = frozenset(
 FAUST_ENV_PREFIXES = ("FAUST_", "F_")  # F_WEB_PORT, FAUST_DATADIR, FAUST_LOOP, ...
 
 WEB_PORT = 6066
-DEFAULT_PARTITIONS = 6  # topics/ default; replicas beyond it sit idle
+DEFAULT_PARTITIONS = 6  # app/topics/ default; replicas beyond it sit idle
 MIN_GRACE_SECONDS = 60
 TTBRIDGE_SERVICES = ("topics", "worker", "fake-tiktok")
 
@@ -520,6 +520,32 @@ def test_dockerfile_data_dir_owned_by_the_user(dockerfile: dict[str, Any]) -> No
     assert_contract_names(dockerfile["env"], "Dockerfile ENV")
 
 
+def test_the_wheel_carries_the_topic_specs_and_the_installed_package_reads_them(tmp_path: Path) -> None:
+    # The image installs the wheel (no checkout beside it): `ttbridge topics create` must find its
+    # specs inside the package, as every worker does at start-up.
+    import zipfile
+
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("ttbridge-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    specs = {f"app/topics/{p.name}" for p in (ROOT / "app" / "topics").glob("*.json")}
+    assert specs == {"app/topics/clicks.json", "app/topics/internal.json", "app/topics/tiktok-dlq.json",
+                     "app/topics/tiktok-retry.json", "app/topics/tracking-events.json"}
+    assert specs <= names
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    own = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "TTBRIDGE_", "TIKTOK_"))}
+    read = subprocess.run([sys.executable, "-c", "from app.job.topics import specs_dir, read_spec; "
+                           "print(specs_dir()); print(read_spec('clicks')['partitions'])"],
+                          cwd=tmp_path, env={**own, "PYTHONPATH": str(site)}, capture_output=True, text=True,
+                          timeout=60)
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.split() == [str(site / "app" / "topics"),
+                                   str(json.loads((ROOT / "app" / "topics" / "clicks.json").read_text())["partitions"])]
+
+
 def test_dockerignore() -> None:
     patterns = [
         line.strip()
@@ -542,7 +568,7 @@ def test_dockerignore() -> None:
     for path in (".venv/bin/python", ".git/HEAD", ".ttbridge/v1/tables", "app/__pycache__/x.pyc",
                  ".pytest_cache/v", ".mypy_cache/x", ".ruff_cache/x"):
         assert ignored(path), path
-    for path in ("pyproject.toml", "app/__init__.py", "app/tiktok.py", "topics/clicks.schema.json",
+    for path in ("pyproject.toml", "app/__init__.py", "app/tiktok.py", "app/topics/clicks.json",
                  "README.md"):
         assert not ignored(path), path
 
@@ -809,7 +835,7 @@ def test_keda_scales_the_statefulset_up_to_the_partition_count(k8s_docs: list[di
                                                 "name": statefulset["metadata"]["name"]}
     config = _configmaps(k8s_docs)["ttbridge"]
     app_id = config["TTBRIDGE_APP_ID"]
-    events = json.loads((ROOT / "topics" / "tracking-events.json").read_text())["partitions"]
+    events = json.loads((ROOT / "app" / "topics" / "tracking-events.json").read_text())["partitions"]
     triggers = {(t["metadata"]["consumerGroup"], t["metadata"]["topic"]): t for t in scaled["spec"]["triggers"]}
     # The events are joined where the intake reads them: its group's lag is the whole backlog.
     assert set(triggers) == {(f"{app_id}-intake", config["TTBRIDGE_TOPIC_EVENTS"])}
@@ -820,7 +846,7 @@ def test_keda_scales_the_statefulset_up_to_the_partition_count(k8s_docs: list[di
     assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
 
 
-# Strimzi KafkaTopics (generated from topics/*.json) ----------------------------
+# Strimzi KafkaTopics (generated from app/topics/*.json) ----------------------------
 
 STRIMZI_DIR = COMPONENTS / "strimzi-topics"
 # What the committed manifests were generated with (kustomization.yaml says so): a production
@@ -858,7 +884,7 @@ def test_committed_kafka_topics_are_what_the_generator_writes_from_topics_json()
     assert done.returncode == 0, done.stderr
     committed = (STRIMZI_DIR / "kafkatopics.yaml").read_text()
     assert committed == done.stdout, (
-        "k8s/components/strimzi-topics/kafkatopics.yaml drifted from topics/*.json; regenerate it: "
+        "k8s/components/strimzi-topics/kafkatopics.yaml drifted from app/topics/*.json; regenerate it: "
         "TTBRIDGE_REPLICATION_FACTOR=3 TTBRIDGE_MIN_INSYNC_REPLICAS=2 ttbridge topics strimzi "
         "--cluster my-cluster > k8s/components/strimzi-topics/kafkatopics.yaml")
     assert "\n".join(line for line in (STRIMZI_DIR / "kustomization.yaml").read_text().splitlines()
@@ -880,14 +906,14 @@ def test_kafka_topics_match_the_specs_and_strimzi_s_schema() -> None:
     assert set(topics) == set(specs) and len(docs) == len(specs)
     # The four documented topics, straight from their JSON: partitions and config.
     for role in ("clicks", "tracking-events", "tiktok-retry", "tiktok-dlq"):
-        spec = json.loads((ROOT / "topics" / f"{role}.json").read_text())
+        spec = json.loads((ROOT / "app" / "topics" / f"{role}.json").read_text())
         doc = topics[spec["name"]]
         assert doc["spec"] == {"partitions": spec["partitions"], "replicas": 3,
                                "config": {**spec["config"], "min.insync.replicas": "2"}}, role
     for doc in docs:
         assert doc["spec"]["replicas"] == 3 and doc["spec"]["config"]["min.insync.replicas"] == "2"
         assert doc["metadata"]["labels"]["strimzi.io/cluster"] == "my-cluster"
-    internal = json.loads((ROOT / "topics" / "internal.json").read_text())["topics"]
+    internal = json.loads((ROOT / "app" / "topics" / "internal.json").read_text())["topics"]
     for spec in internal:
         assert topics[spec["name"].format(app_id="ttbridge")]["spec"]["partitions"] == spec["partitions"]
     # faust's assignor topic has '_' in its name, which Kubernetes names may not hold.

@@ -14,7 +14,7 @@ from app.settings import load
 from tests.support import read_all, sha, wait_for
 
 NOW = time.time()
-PARTITIONS = 6  # the input topic's and the clicks table's log (stack_env, topics/*.json)
+PARTITIONS = 6  # the input topic's and the clicks table's log (stack_env, app/topics/*.json)
 
 
 def purchase(message_id: str, click_id: str | None, **props) -> dict:

@@ -172,7 +172,7 @@ def test_the_readme_lists_exactly_the_reasons_the_code_emits():
 
 
 def test_the_dlq_schema_names_only_emitted_reasons():
-    spec = json.loads((REPO / "topics" / "tiktok-dlq.json").read_text())
+    spec = json.loads((REPO / "app" / "topics" / "tiktok-dlq.json").read_text())
     reason = spec["value_schema"]["properties"]["reason"]
     code = emitted()
     if "enum" in reason:

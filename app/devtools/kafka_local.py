@@ -276,7 +276,7 @@ offsets.topic.num.partitions=6
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
-# As in production: topics come from topics/ via `ttbridge topics create` (faust creates its own
+# As in production: topics come from app/topics/ via `ttbridge topics create` (faust creates its own
 # changelogs). Auto-creation would make any typo'd or early-read topic with 1 partition and
 # silently break the click join's co-partitioning.
 auto.create.topics.enable=false

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from typing import Callable
 
 from app.tiktok.redact import redact
 
-__all__ = ["RateLimit", "JsonFormatter", "FORMATS", "install"]
+__all__ = ["RateLimit", "JsonFormatter", "FORMATS", "install", "fatal"]
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
@@ -101,3 +102,12 @@ def install(log_format: str = "text", interval_s: float = 10.0,
             handler.addFilter(RateLimit(interval_s))
         if log_format == "json":
             handler.setFormatter(JsonFormatter())
+
+
+def fatal(message: str, log_format: str = "text") -> None:
+    """The one line a command ends on (a configuration error, an unreachable broker), on stderr:
+    as it is, or under --log-format json one JSON object like every other line, so that a log
+    pipeline parsing each line does not trip on the last one."""
+    if log_format == "json":
+        message = JsonFormatter().format(logging.LogRecord("ttbridge", logging.CRITICAL, "", 0, message, None, None))
+    print(message, file=sys.stderr)

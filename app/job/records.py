@@ -1,4 +1,4 @@
-"""The retry and dead-letter records (schemas in topics/tiktok-retry.json and tiktok-dlq.json).
+"""The retry and dead-letter records (schemas in app/topics/tiktok-retry.json and tiktok-dlq.json).
 
 A retry record holds the ready-to-send request body (PII already hashed) — never the token.
 Messages quote answers and exceptions, which can echo the token: they are redacted here, the

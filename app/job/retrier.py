@@ -191,7 +191,7 @@ class Retrier:
             if record is None:
                 self.metrics.add("dead_letters", reason="invalid_retry_record")
                 writes += [(self.settings.topic_dlq, tp.topic.encode(), value) for value in encode(dead_letter(
-                    "invalid_retry_record", "not a retry record (see topics/tiktok-retry.json)", "retry",
+                    "invalid_retry_record", "not a retry record (see app/topics/tiktok-retry.json)", "retry",
                     time.time(), source={"topic": tp.topic, "partition": tp.partition, "offset": msg.offset},
                     original=msg.value or b""))]
         # Wait for every write before the caller commits: the records live on in Kafka.

@@ -13,7 +13,6 @@ import asyncio
 import gc
 import logging
 import os
-import sys
 import threading
 
 import faust
@@ -262,7 +261,7 @@ def _main(args) -> int:
             log.info(line)
     except RuntimeError as e:
         # A partition mismatch would break the join: refuse to start rather than lose events.
-        print(f"ttbridge worker: {e}", file=sys.stderr)
+        logs.fatal(f"ttbridge worker: {e}", args.log_format)
         return 1
     app = build_app(settings, run_retrier=not args.no_retry)
     catch_up_before_start(app.ttbridge.clicks)

@@ -166,7 +166,7 @@ def failed_at(record: dict, before: float, after: float) -> float:
 
 
 def dlq(reason: str, message: str, stage: str, now: float, **fields) -> dict:
-    """A DLQ record as topics/tiktok-dlq.json describes it."""
+    """A DLQ record as app/topics/tiktok-dlq.json describes it."""
     return {"reason": reason, "message": message, "stage": stage, "attempts": 0,
             "first_failed_at": now, "last_failed_at": now, "source": None, "pixel_code": None,
             **fields}

@@ -25,7 +25,7 @@ from app.tiktok.outcomes import TRANSPORT, Action, Verdict, error_info
 from app.tiktok.redact import SECRETS
 from app.tiktok.sender import Answer
 
-TOPICS = Path(__file__).resolve().parents[2] / "topics"
+TOPICS = Path(__file__).resolve().parents[2] / "app" / "topics"
 PIXEL = "CQ1PIXEL000000000"
 HASHED_EMAIL = "848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f"
 REQUEST = {"event_source": "web", "event_source_id": PIXEL, "test_event_code": "TEST123", "data": [

@@ -1,6 +1,7 @@
-"""topics/ specs: well-formed, examples agree with their schemas, and creation on the real broker,
+"""app/topics/ specs: well-formed, examples agree with their schemas, and creation on the real broker,
 with the replication settings (TTBRIDGE_REPLICATION_FACTOR, TTBRIDGE_MIN_INSYNC_REPLICAS) on every
 topic, faust's included."""
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from app.devtools.kafka_local import free_port
 from app.job.topics import ROLES, create_topics, load_specs, partition_count, read_spec, replication_problem
 from app.job.worker import build_app
 from app.settings import SettingsError, load
@@ -217,3 +219,23 @@ async def test_the_command_refuses_more_replicas_than_brokers_and_warns_not_on_o
     assert done.returncode == 0, done.stderr
     assert done.stderr == "", "one broker, replication factor 1: no warning"
     assert len(done.stdout.splitlines()) == 9
+
+
+def test_an_unreachable_broker_is_one_line_and_under_json_logs_one_json_line():
+    # aiokafka's own error for each refused server is not printed beside ttbridge's, which says
+    # why; a worker logging JSON ends on a JSON line too (a log pipeline parses every line).
+    port = free_port()  # nothing listens there
+    env = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"}
+    why = (f"cannot connect to Kafka over PLAINTEXT: 127.0.0.1:{port}: "
+           f"ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', {port})")
+    done = _topics_cli(env)
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", f"ttbridge topics: {why}\n")
+    own = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "TTBRIDGE_", "TIKTOK_"))}
+    worker = subprocess.run([sys.executable, "-m", "app", "worker", "--log-format", "json"],
+                            env={**own, **env, "TIKTOK_PIXEL_CODE": "P1", "TIKTOK_ACCESS_TOKEN": "secret-token"},
+                            capture_output=True, text=True, timeout=120)
+    assert (worker.returncode, worker.stdout) == (1, "")
+    (line,) = worker.stderr.splitlines()
+    record = json.loads(line)
+    assert set(record) == {"time", "level", "logger", "message"}
+    assert (record["level"], record["logger"], record["message"]) == ("CRITICAL", "ttbridge", f"ttbridge worker: {why}")

@@ -79,6 +79,8 @@ def table(r: dict) -> str:
          "per conversion, clicks' CPU included"),
         ("Quix Streams peer, the same records", _peer(r.get("quix"))),
         ("ttbridge / Quix Streams (together)", _vs(r.get("ttbridge_vs_quix"))),
+        ("Kafka Streams peer, the same records", _peer(r.get("kstreams"))),
+        ("ttbridge / Kafka Streams (together)", _vs(r.get("ttbridge_vs_kstreams"))),
         ("scaling: conversions/s with {} workers".format(" / ".join(str(p["workers"]) for p in r.get("scaling") or [])
                                                           or "1 / 2 / 4"),
          " / ".join(_num(p["eps"]) for p in r.get("scaling") or []) or "not run (--scaling 1,2,4)"),

@@ -31,6 +31,7 @@ import importlib.util
 import math
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -54,6 +55,8 @@ from bench.baselines import ceiling_rate, naive_rate
 from bench.fake import Arrival, CountingReceiver, Tally, make_fake
 from bench.kafka import TopicCounts, produce_fast
 from bench.load import PIXEL, TOKEN, Load, Pacer, click, event, interleaved, kind_of, make_load, sent_at_of
+from bench.peers.kstreams_check import JAR as KSTREAMS_JAR
+from bench.peers.kstreams_check import build_jar as build_kstreams_jar
 from bench.proc import CpuMeter, TreeCpu, memory_mb
 from bench.profile import Profiler, format_hot_spots, hot_spots
 from bench.report import latency_summary
@@ -186,6 +189,7 @@ class Bench:
             del load
             together = await self._together(worker)
             await self._quix(together)
+            await self._kstreams(together)
             del together
             await self._baselines()
             if self.opts.scaling:
@@ -545,6 +549,100 @@ class Bench:
                     proc.send_signal(signal.SIGTERM)
                     try:
                         await asyncio.to_thread(proc.wait, 20)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+                self.stack.peers.remove(proc)
+            if receiver is not self.sink:
+                await receiver.stop()
+                self.stack.fakes.remove(receiver)
+
+    async def _kstreams(self, together: tuple[Load, list]) -> None:
+        """The together phase's records, on fresh topics, through the Kafka Streams peer
+        (bench/peers/kstreams, a jar built with Maven when missing); skipped without java or mvn."""
+        r = self.result
+        # Building the jar needs a JDK (javac) and Maven; running it only java.
+        tools = ("java",) if KSTREAMS_JAR.exists() else ("java", "javac", "mvn")
+        missing = [tool for tool in tools if shutil.which(tool) is None]
+        if missing:
+            r["kstreams"] = {"skipped": f"{', '.join(missing)} not found (the peer is a Java 17 Maven project)"}
+            self.say(f"kstreams: skipped: {r['kstreams']['skipped']}")
+            return
+        load, chunks = together
+        proc = None
+        log_path = self.workdir / "kstreams-peer.log"
+        receiver = self.sink
+        try:
+            if not KSTREAMS_JAR.exists():
+                self.say("kstreams: building the peer's jar (mvn package) ...")
+            jar = await asyncio.to_thread(build_kstreams_jar)
+            version = (await asyncio.to_thread(subprocess.run, ["java", "-jar", str(jar), "--version"],
+                                               capture_output=True, text=True, stdin=subprocess.DEVNULL)).stdout.strip()
+            if receiver is self.fake:  # the faithful fake would drop the together phase's event_ids as repeats
+                receiver = make_fake(self.opts.fake, self.workdir)
+                self.stack.fakes.append(receiver)
+                await receiver.start()
+            # Fresh topics of the same partition count, keyed as the bench keys them (clicks by click
+            # ID, murmur2): the peer reads exactly the together phase's records.
+            topic_clicks, topic_events = f"kstreams-{self.run_id}-clicks", f"kstreams-{self.run_id}-events"
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic(t, self.settings.partitions, 1) for t in (topic_clicks, topic_events)])
+            finally:
+                await admin.close()
+            with open(log_path, "ab") as log:
+                proc = subprocess.Popen(
+                    ["java", "-jar", str(jar), "--bootstrap", self.bootstrap, "--clicks", topic_clicks,
+                     "--events", topic_events, "--url", receiver.url,
+                     "--state-dir", str(self.workdir / "kstreams-state"), "--group", f"kstreams-{self.run_id}"],
+                    cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            self.stack.peers.append(proc)
+
+            def alive() -> None:
+                if proc.poll() is not None:
+                    raise BenchError(f"the Kafka Streams peer exited with {proc.returncode}: "
+                                     f"{log_path.read_text(errors='replace')[-1500:]}")
+            # A warm-up load: the peer has started, joined its group and created its repartition topic once it is through.
+            warm, warm_chunks = self._together_load(500)
+            self.say(f"kstreams: starting the Kafka Streams {version} peer (warm-up of 500 conversions) ...")
+            base = await receiver.tally()
+            await self._produce_together(warm_chunks, topic_clicks, topic_events)
+            await self._delivered_tally(receiver, base, warm.joinable, "kstreams: warm-up", on_poll=alive)
+            self.say(f"kstreams: {len(load.events):,} conversions and their clicks interleaved, as in the together phase ...")
+            base = await receiver.tally()
+            cpu = TreeCpu(proc.pid).start()
+            t0 = time.time()
+            await self._produce_together(chunks, topic_clicks, topic_events)
+            end = await self._delivered_tally(receiver, base, load.joinable, "kstreams: every joinable event",
+                                              on_poll=alive)
+            cpu_s = cpu.stop()
+            events, seconds = end.accepted - base.accepted, end.last_at - t0
+            r["kstreams_eps"] = round(events / seconds, 1)
+            r["kstreams"] = {"eps": r["kstreams_eps"], "events": events, "conversions": len(load.events),
+                             "seconds": round(seconds, 2), "cpu_s": cpu_s and round(cpu_s, 2),
+                             "cpu_us_per_conversion": self._per_event(cpu_s, len(load.events)),
+                             "joined_share": round((end.joined - base.joined) / events, 4),
+                             "rss_mb": round(memory_mb(proc.pid).get("hwm", math.nan), 1),
+                             "version": version}
+            r["phase_s"]["kstreams"] = round(seconds, 2)
+            r["ttbridge_vs_kstreams"] = {
+                "eps_ratio": round(r["together_eps"] / r["kstreams_eps"], 2),
+                "cpu_ratio": (round(r["cpu_us_per_conversion_together"] / r["kstreams"]["cpu_us_per_conversion"], 2)
+                              if r["cpu_us_per_conversion_together"] and r["kstreams"]["cpu_us_per_conversion"]
+                              else None)}
+            self.say(f"kstreams: {events:,} events accepted in {seconds:.1f} s = {r['kstreams_eps']:,.0f} events/s, "
+                     f"{r['kstreams']['cpu_us_per_conversion']} µs CPU per conversion; ttbridge/kstreams: "
+                     f"{r['ttbridge_vs_kstreams']['eps_ratio']}x events/s, {r['ttbridge_vs_kstreams']['cpu_ratio']}x CPU")
+        except (BenchError, OSError, RuntimeError) as e:  # a broken peer is reported, not fatal
+            r["kstreams"] = {"failed": str(e)[:2000], "log": str(log_path)}
+            self.say(f"kstreams: the peer failed: {e}")
+        finally:
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)  # the JVM's shutdown hook closes the streams: a last commit
+                    try:
+                        await asyncio.to_thread(proc.wait, 40)
                     except subprocess.TimeoutExpired:
                         os.killpg(proc.pid, signal.SIGKILL)
                         proc.wait()

@@ -476,115 +476,56 @@ class Bench:
 
     async def _quix(self, together: tuple[Load, list]) -> None:
         """The together phase's records, on fresh topics, through the Quix Streams peer."""
-        r = self.result
         if importlib.util.find_spec("quixstreams") is None:
-            r["quix"] = {"skipped": "quixstreams is not installed (.venv/bin/pip install -e '.[peers]')"}
-            self.say(f"quix: skipped: {r['quix']['skipped']}")
+            self._peer_skipped("quix", "quixstreams is not installed (.venv/bin/pip install -e '.[peers]')")
             return
-        load, chunks = together
-        proc = None
-        log_path = self.workdir / "quix-peer.log"
-        receiver = self.sink
-        try:
-            if receiver is self.fake:  # the faithful fake would drop the together phase's event_ids as repeats
-                receiver = make_fake(self.opts.fake, self.workdir)
-                self.stack.fakes.append(receiver)
-                await receiver.start()
-            # The bench's clicks are keyed by click ID (murmur2), as the peer's join needs; fresh
-            # topics with the same partition count, so the peer reads exactly the together phase's records.
-            topic_clicks, topic_events = f"peer-{self.run_id}-clicks", f"peer-{self.run_id}-events"
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-            await admin.start()
-            try:
-                await admin.create_topics([NewTopic(t, self.settings.partitions, 1) for t in (topic_clicks, topic_events)])
-            finally:
-                await admin.close()
-            with open(log_path, "ab") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "bench.peers.quix_app", "--bootstrap", self.bootstrap,
-                     "--clicks", topic_clicks, "--events", topic_events, "--url", receiver.url,
-                     "--state-dir", str(self.workdir / "quix-state"), "--group", f"quix-{self.run_id}"],
-                    cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-            self.stack.peers.append(proc)
-
-            def alive() -> None:
-                if proc.poll() is not None:
-                    raise BenchError(f"the Quix peer exited with {proc.returncode}: "
-                                     f"{log_path.read_text(errors='replace')[-1500:]}")
-            # A warm-up load: the peer has started, joined its group and created its topics once it is through.
-            warm, warm_chunks = self._together_load(500)
-            self.say("quix: starting the Quix Streams peer (warm-up of 500 conversions) ...")
-            base = await receiver.tally()
-            await self._produce_together(warm_chunks, topic_clicks, topic_events)
-            await self._delivered_tally(receiver, base, warm.joinable, "quix: warm-up", on_poll=alive)
-            self.say(f"quix: {len(load.events):,} conversions and their clicks interleaved, as in the together phase ...")
-            base = await receiver.tally()
-            cpu = TreeCpu(proc.pid).start()
-            t0 = time.time()
-            await self._produce_together(chunks, topic_clicks, topic_events)
-            end = await self._delivered_tally(receiver, base, load.joinable, "quix: every joinable event", on_poll=alive)
-            cpu_s = cpu.stop()
-            events, seconds = end.accepted - base.accepted, end.last_at - t0
-            r["quix_eps"] = round(events / seconds, 1)
-            r["quix"] = {"eps": r["quix_eps"], "events": events, "conversions": len(load.events),
-                         "seconds": round(seconds, 2), "cpu_s": cpu_s and round(cpu_s, 2),
-                         "cpu_us_per_conversion": self._per_event(cpu_s, len(load.events)),
-                         "joined_share": round((end.joined - base.joined) / events, 4),
-                         "rss_mb": round(memory_mb(proc.pid).get("hwm", math.nan), 1),
-                         "version": importlib.metadata.version("quixstreams")}
-            r["phase_s"]["quix"] = round(seconds, 2)
-            r["ttbridge_vs_quix"] = {
-                "eps_ratio": round(r["together_eps"] / r["quix_eps"], 2),
-                "cpu_ratio": (round(r["cpu_us_per_conversion_together"] / r["quix"]["cpu_us_per_conversion"], 2)
-                              if r["cpu_us_per_conversion_together"] and r["quix"]["cpu_us_per_conversion"] else None)}
-            self.say(f"quix: {events:,} events accepted in {seconds:.1f} s = {r['quix_eps']:,.0f} events/s, "
-                     f"{r['quix']['cpu_us_per_conversion']} µs CPU per conversion; ttbridge/quix: "
-                     f"{r['ttbridge_vs_quix']['eps_ratio']}x events/s, {r['ttbridge_vs_quix']['cpu_ratio']}x CPU")
-        except (BenchError, OSError, RuntimeError) as e:  # a broken peer is reported, not fatal
-            r["quix"] = {"failed": str(e)[:2000], "log": str(log_path)}
-            self.say(f"quix: the peer failed: {e}")
-        finally:
-            if proc is not None:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-                    try:
-                        await asyncio.to_thread(proc.wait, 20)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                        proc.wait()
-                self.stack.peers.remove(proc)
-            if receiver is not self.sink:
-                await receiver.stop()
-                self.stack.fakes.remove(receiver)
+        await self._peer("quix", "Quix Streams", together, importlib.metadata.version("quixstreams"),
+                         [sys.executable, "-m", "bench.peers.quix_app"])
 
     async def _kstreams(self, together: tuple[Load, list]) -> None:
         """The together phase's records, on fresh topics, through the Kafka Streams peer
-        (bench/peers/kstreams, a jar built with Maven when missing); skipped without java or mvn."""
-        r = self.result
+        (bench/peers/kstreams, a jar built with Maven when missing); skipped without java."""
         # Building the jar needs a JDK (javac) and Maven; running it only java.
         tools = ("java",) if KSTREAMS_JAR.exists() else ("java", "javac", "mvn")
         missing = [tool for tool in tools if shutil.which(tool) is None]
         if missing:
-            r["kstreams"] = {"skipped": f"{', '.join(missing)} not found (the peer is a Java 17 Maven project)"}
-            self.say(f"kstreams: skipped: {r['kstreams']['skipped']}")
+            self._peer_skipped("kstreams", f"{', '.join(missing)} not found (the peer is a Java 17 Maven project)")
             return
-        load, chunks = together
-        proc = None
-        log_path = self.workdir / "kstreams-peer.log"
-        receiver = self.sink
         try:
             if not KSTREAMS_JAR.exists():
                 self.say("kstreams: building the peer's jar (mvn package) ...")
             jar = await asyncio.to_thread(build_kstreams_jar)
             version = (await asyncio.to_thread(subprocess.run, ["java", "-jar", str(jar), "--version"],
                                                capture_output=True, text=True, stdin=subprocess.DEVNULL)).stdout.strip()
+        except (OSError, RuntimeError) as e:
+            self.result["kstreams"] = {"failed": str(e)[:2000]}
+            self.say(f"kstreams: the peer failed: {e}")
+            return
+        # SIGTERM runs the JVM's shutdown hook, which closes the streams with a last commit: give it longer.
+        await self._peer("kstreams", "Kafka Streams", together, version, ["java", "-jar", str(jar)], stop_s=40)
+
+    def _peer_skipped(self, name: str, why: str) -> None:
+        self.result[name] = {"skipped": why}
+        self.say(f"{name}: skipped: {why}")
+
+    async def _peer(self, name: str, system: str, together: tuple[Load, list], version: str,
+                    command: list[str], stop_s: float = 20) -> None:
+        """`command` (a peer: bench/peers) given the together phase's records on fresh topics:
+        r[name] with its events/s, CPU per conversion (its process tree), joined share and RSS,
+        and r[f"ttbridge_vs_{name}"]. A broken peer is reported, not fatal."""
+        r = self.result
+        load, chunks = together
+        proc = None
+        log_path = self.workdir / f"{name}-peer.log"
+        receiver = self.sink
+        try:
             if receiver is self.fake:  # the faithful fake would drop the together phase's event_ids as repeats
                 receiver = make_fake(self.opts.fake, self.workdir)
                 self.stack.fakes.append(receiver)
                 await receiver.start()
-            # Fresh topics of the same partition count, keyed as the bench keys them (clicks by click
-            # ID, murmur2): the peer reads exactly the together phase's records.
-            topic_clicks, topic_events = f"kstreams-{self.run_id}-clicks", f"kstreams-{self.run_id}-events"
+            # The bench's clicks are keyed by click ID (murmur2), as the peers' joins need; fresh
+            # topics with the same partition count, so the peer reads exactly the together phase's records.
+            topic_clicks, topic_events = f"{name}-{self.run_id}-clicks", f"{name}-{self.run_id}-events"
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
             await admin.start()
             try:
@@ -593,56 +534,55 @@ class Bench:
                 await admin.close()
             with open(log_path, "ab") as log:
                 proc = subprocess.Popen(
-                    ["java", "-jar", str(jar), "--bootstrap", self.bootstrap, "--clicks", topic_clicks,
-                     "--events", topic_events, "--url", receiver.url,
-                     "--state-dir", str(self.workdir / "kstreams-state"), "--group", f"kstreams-{self.run_id}"],
+                    [*command, "--bootstrap", self.bootstrap, "--clicks", topic_clicks, "--events", topic_events,
+                     "--url", receiver.url, "--state-dir", str(self.workdir / f"{name}-state"),
+                     "--group", f"{name}-{self.run_id}"],
                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             self.stack.peers.append(proc)
 
             def alive() -> None:
                 if proc.poll() is not None:
-                    raise BenchError(f"the Kafka Streams peer exited with {proc.returncode}: "
+                    raise BenchError(f"the {system} peer exited with {proc.returncode}: "
                                      f"{log_path.read_text(errors='replace')[-1500:]}")
-            # A warm-up load: the peer has started, joined its group and created its repartition topic once it is through.
+            # A warm-up load: the peer has started, joined its group and created its topics once it is through.
             warm, warm_chunks = self._together_load(500)
-            self.say(f"kstreams: starting the Kafka Streams {version} peer (warm-up of 500 conversions) ...")
+            self.say(f"{name}: starting the {system} {version} peer (warm-up of 500 conversions) ...")
             base = await receiver.tally()
             await self._produce_together(warm_chunks, topic_clicks, topic_events)
-            await self._delivered_tally(receiver, base, warm.joinable, "kstreams: warm-up", on_poll=alive)
-            self.say(f"kstreams: {len(load.events):,} conversions and their clicks interleaved, as in the together phase ...")
+            await self._delivered_tally(receiver, base, warm.joinable, f"{name}: warm-up", on_poll=alive)
+            self.say(f"{name}: {len(load.events):,} conversions and their clicks interleaved, as in the together phase ...")
             base = await receiver.tally()
             cpu = TreeCpu(proc.pid).start()
             t0 = time.time()
             await self._produce_together(chunks, topic_clicks, topic_events)
-            end = await self._delivered_tally(receiver, base, load.joinable, "kstreams: every joinable event",
+            end = await self._delivered_tally(receiver, base, load.joinable, f"{name}: every joinable event",
                                               on_poll=alive)
             cpu_s = cpu.stop()
             events, seconds = end.accepted - base.accepted, end.last_at - t0
-            r["kstreams_eps"] = round(events / seconds, 1)
-            r["kstreams"] = {"eps": r["kstreams_eps"], "events": events, "conversions": len(load.events),
-                             "seconds": round(seconds, 2), "cpu_s": cpu_s and round(cpu_s, 2),
-                             "cpu_us_per_conversion": self._per_event(cpu_s, len(load.events)),
-                             "joined_share": round((end.joined - base.joined) / events, 4),
-                             "rss_mb": round(memory_mb(proc.pid).get("hwm", math.nan), 1),
-                             "version": version}
-            r["phase_s"]["kstreams"] = round(seconds, 2)
-            r["ttbridge_vs_kstreams"] = {
-                "eps_ratio": round(r["together_eps"] / r["kstreams_eps"], 2),
-                "cpu_ratio": (round(r["cpu_us_per_conversion_together"] / r["kstreams"]["cpu_us_per_conversion"], 2)
-                              if r["cpu_us_per_conversion_together"] and r["kstreams"]["cpu_us_per_conversion"]
-                              else None)}
-            self.say(f"kstreams: {events:,} events accepted in {seconds:.1f} s = {r['kstreams_eps']:,.0f} events/s, "
-                     f"{r['kstreams']['cpu_us_per_conversion']} µs CPU per conversion; ttbridge/kstreams: "
-                     f"{r['ttbridge_vs_kstreams']['eps_ratio']}x events/s, {r['ttbridge_vs_kstreams']['cpu_ratio']}x CPU")
+            eps = r[f"{name}_eps"] = round(events / seconds, 1)
+            peer = r[name] = {"eps": eps, "events": events, "conversions": len(load.events),
+                              "seconds": round(seconds, 2), "cpu_s": cpu_s and round(cpu_s, 2),
+                              "cpu_us_per_conversion": self._per_event(cpu_s, len(load.events)),
+                              "joined_share": round((end.joined - base.joined) / events, 4),
+                              "rss_mb": round(memory_mb(proc.pid).get("hwm", math.nan), 1),
+                              "version": version}
+            r["phase_s"][name] = round(seconds, 2)
+            vs = r[f"ttbridge_vs_{name}"] = {
+                "eps_ratio": round(r["together_eps"] / eps, 2),
+                "cpu_ratio": (round(r["cpu_us_per_conversion_together"] / peer["cpu_us_per_conversion"], 2)
+                              if r["cpu_us_per_conversion_together"] and peer["cpu_us_per_conversion"] else None)}
+            self.say(f"{name}: {events:,} events accepted in {seconds:.1f} s = {eps:,.0f} events/s, "
+                     f"{peer['cpu_us_per_conversion']} µs CPU per conversion; ttbridge/{name}: "
+                     f"{vs['eps_ratio']}x events/s, {vs['cpu_ratio']}x CPU")
         except (BenchError, OSError, RuntimeError) as e:  # a broken peer is reported, not fatal
-            r["kstreams"] = {"failed": str(e)[:2000], "log": str(log_path)}
-            self.say(f"kstreams: the peer failed: {e}")
+            r[name] = {"failed": str(e)[:2000], "log": str(log_path)}
+            self.say(f"{name}: the peer failed: {e}")
         finally:
             if proc is not None:
                 if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)  # the JVM's shutdown hook closes the streams: a last commit
+                    proc.send_signal(signal.SIGTERM)
                     try:
-                        await asyncio.to_thread(proc.wait, 40)
+                        await asyncio.to_thread(proc.wait, stop_s)
                     except subprocess.TimeoutExpired:
                         os.killpg(proc.pid, signal.SIGKILL)
                         proc.wait()

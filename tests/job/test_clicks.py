@@ -6,6 +6,8 @@ click that only the topic holds."""
 import asyncio
 import dataclasses
 import logging
+import subprocess
+import sys
 import time
 
 import orjson
@@ -99,6 +101,51 @@ async def test_catch_up_applies_the_bundles_and_resumes_from_its_offsets(kafka_b
     # Nothing new: nothing read, nothing changed.
     assert await clicks.catch_up() == 0
     assert contents(clicks) == expected(first + again + more, offsets)
+
+
+_CATCH_UP_AND_DIE = """
+import asyncio, os, sys
+from app.job.clicks import Clicks
+from app.settings import load
+settings = load({"KAFKA_BOOTSTRAP_SERVERS": sys.argv[1], "TTBRIDGE_APP_ID": sys.argv[2],
+                 "TTBRIDGE_DATA_DIR": sys.argv[3], "TIKTOK_PIXEL_CODE": "P", "TIKTOK_ACCESS_TOKEN": "t"},
+                partitions=int(sys.argv[4]))
+table = Clicks(settings)
+table.open()
+print(asyncio.run(table.catch_up()), flush=True)
+os._exit(0)  # as a SIGKILL would: no close, no flush
+"""
+
+
+async def test_a_crash_loses_unflushed_clicks_with_their_offsets_and_the_topic_restores_them(
+        kafka_bootstrap, settings, unique):
+    # The table writes without a write-ahead log (the topic is its log): what a crash loses is
+    # a tail of clicks *and* the offsets that cover them, so a restart re-reads exactly that.
+    await create_topic(kafka_bootstrap, Clicks(settings).topic, PARTITIONS)
+    entries = [(f"k{i}", {"ttclid": f"t{i}", "clicked_at": 1_700_000_000 + i}) for i in range(300)]
+    table = Clicks(settings)
+    await write_bundles(kafka_bootstrap, table.topic, bundles(entries[:200]) + bundles(entries[200:]))
+    died = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", _CATCH_UP_AND_DIE, kafka_bootstrap,
+                                   settings.app_id, str(settings.data_dir), str(PARTITIONS)],
+                                   capture_output=True, text=True, timeout=120)
+    assert died.returncode == 0 and died.stdout.split() == ["300"], died.stderr
+    table.open()
+    try:
+        left = contents(table)
+        # Nothing was flushed: no click and no offset survived, so nothing claims to be applied.
+        assert left == {} and table.offsets(PARTITIONS) == {p: 0 for p in range(PARTITIONS)}
+        assert await table.catch_up() == 300
+        offsets = {p: int(p in {partition_of(c, PARTITIONS) for c, _ in entries[200:]})
+                   for p in range(PARTITIONS)}
+        assert contents(table) == expected(entries, offsets)
+    finally:
+        table.close()
+    # A clean close flushes: the next open has every click and offset without the topic.
+    table.open()
+    try:
+        assert contents(table) == expected(entries, offsets) and await table.catch_up() == 0
+    finally:
+        table.close()
 
 
 async def test_junk_on_the_topic_costs_only_itself(kafka_bootstrap, clicks, caplog):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any, Awaitable, Callable, Mapping
 
 from app.job.durable import Write, write_durably
@@ -180,9 +180,10 @@ class Forwarder:
         dead: list[tuple[bytes | None, dict]] = []
         done: list[Ticket] = []
         m = self.metrics
+        joins: Counter = Counter()  # counted here, added to the metrics once per round
         for ticket, entry in entries:
             try:
-                outcome = self._prepare(entry, now)
+                outcome = self._prepare(entry, now, joins)
             except Exception as e:  # noqa: BLE001 - a bug must not stop the stream or lose the event
                 log.exception("unexpected error preparing an event")
                 outcome = dead_letter("internal_error", f"{type(e).__name__}: {e}", "map", now,
@@ -200,6 +201,11 @@ class Forwarder:
                 pixels[key] = pixel
                 oldest[key] = min(oldest.get(key, entry["at"]), entry["at"])
                 groups[key].extend(items)
+        for key, n in joins.items():
+            if type(key) is str:
+                m.add(key, n)
+            else:
+                m.routed(*key, n)
 
         bodies = [(pixels[key], body) for key, items in groups.items()
                   for body in request_bodies(key, items, self.settings.batch_max)]
@@ -231,18 +237,19 @@ class Forwarder:
         for ticket in done:
             ticket.settle()
 
-    def _prepare(self, entry: dict, now: float):
+    def _prepare(self, entry: dict, now: float, joins: Counter):
         """One event's fate: _PENDING, a dead-letter record, None (skipped), or (pixel, items,
-        test event code)."""
+        test event code). `joins` counts events_joined/events_waited, and per (pixel, joined)
+        the events with a click ID routed to a pixel."""
         m = self.metrics
         event, click_id = entry["event"], entry["click_id"]
         click = self.lookup(click_id) if click_id else None
         if click is None and click_id and now - entry["at"] < self.settings.join_wait_s:
             return _PENDING
         if click is not None:
-            m.add("events_joined")
+            joins["events_joined"] += 1
         elif click_id:
-            m.add("events_waited")
+            joins["events_waited"] += 1
         mapping = self.mappings.get((entry.get("source") or {}).get("topic"), self.mapping) \
             if self.mappings else self.mapping
         try:
@@ -271,7 +278,7 @@ class Forwarder:
             return dead_letter(r.reason, r.message, "map", now, source=entry["source"],
                                pixel_code=pixel.code, original=_original(entry))
         if click_id:
-            m.routed(pixel.code, click is not None)
+            joins[(pixel.code, click is not None)] += 1
         for name in dropped_identifiers(event, items[0].get("user") or {}, mapping):
             m.count("identifiers_dropped", 1, pixel.code, name)
         return pixel, items, test_event_code_of(event, mapping) or pixel.test_event_code

@@ -139,11 +139,12 @@ class Metrics:
         for failed, answer in delivery.dead:
             self.count("events_refused", len(failed["data"]), pixel, answer.verdict.reason)
 
-    def routed(self, pixel: str, joined: bool) -> None:
-        """An event with a click ID goes to `pixel`: the join rate's denominator (and numerator)."""
-        self.detail[("join_candidates", "", pixel)] += 1
+    def routed(self, pixel: str, joined: bool, n: int = 1) -> None:
+        """n events with a click ID go to `pixel`: the join rate's denominator (and, joined, its
+        numerator)."""
+        self.detail[("join_candidates", "", pixel)] += n
         if joined:
-            self.detail[("join_matched", "", pixel)] += 1
+            self.detail[("join_matched", "", pixel)] += n
 
     def request_observed(self, pixel: str, events: int, seconds: float, answer) -> None:
         """The Sender's observe hook: once per POST."""

@@ -98,7 +98,7 @@ async def test_a_message_is_committed_only_once_the_late_event_before_it_is_sent
         async def second_sent():
             return len(fake.accepted) == 1
         await wait_for(second_sent, 30, "the joined conversion")
-        # Not committed is an absence: give the intake 40 polls (it commits what is settled after each).
+        # Not committed is an absence: give the intake 2 s (it commits what is settled every second).
         await asyncio.sleep(2)
         assert await committed(kafka_bootstrap, f"{app_id}-intake", tp) is None
         assert (await worker.stats())["pending"] == 1

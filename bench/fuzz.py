@@ -157,12 +157,12 @@ async def run(opts, workdir: Path, say) -> dict:
     mapping = mapping_config(load_settings({}))
     stored = {c.decode(): decode_click(v, fz.MAX_BYTES)[1] for c, v in before + late}
     predicted = predict(events, {c: r for c, r in stored.items()}, mapping, now)
-    junk_dead = 0
+    junk_refused: Counter = Counter()  # by reason: what every worker's clicks table refuses and counts
     for _, raw in junk:
         try:
             decode_click(raw, fz.MAX_BYTES)
-        except Refusal:
-            junk_dead += 1
+        except Refusal as r:
+            junk_refused[r.reason] += 1
     say(f"generated {len(events):,} events ({dict(Counter(k for k, *_ in events))}), "
         f"{len(before) + len(late):,} clicks, {len(junk):,} junk clicks in {time.monotonic() - t0:.1f} s")
 
@@ -197,7 +197,7 @@ async def run(opts, workdir: Path, say) -> dict:
         finally:
             await producer.stop()
         where = await offsets_of(bootstrap, settings.topic_events, len(events))
-        target = len(events) + junk_dead
+        target = len(events)
         last, last_change, t_wait = -1, time.monotonic(), time.monotonic()
         while True:
             if worker.proc.poll() is not None:
@@ -228,7 +228,7 @@ async def run(opts, workdir: Path, say) -> dict:
         health = (await worker.get("/healthz"))[0] if alive else None
         stats = await worker.stats() if alive else {}
         dlq = await read_topic(bootstrap, settings.topic_dlq)
-        return account(events, predicted, where, fake, dlq, stats, junk, junk_dead, settings,
+        return account(events, predicted, where, fake, dlq, stats, junk, junk_refused, settings,
                        alive=alive, health=health, seconds=elapsed, opts=opts)
     finally:
         if worker is not None:
@@ -237,7 +237,7 @@ async def run(opts, workdir: Path, say) -> dict:
         broker.stop()
 
 
-def account(events, predicted, where, fake, dlq, stats, junk, junk_dead, settings, **extra) -> dict:
+def account(events, predicted, where, fake, dlq, stats, junk, junk_refused, settings, **extra) -> dict:
     marker_at = {m: i for i, (_, m, _, _) in enumerate(events)}
     # An accepted event names its marker by (event_id, event), as predicted: the key TikTok (and
     # the fake) deduplicate on. A mutation can give two markers one key (a messageId of the same
@@ -279,6 +279,8 @@ def account(events, predicted, where, fake, dlq, stats, junk, junk_dead, setting
             dead[marker] += 1
             dead_reason[marker] = record["reason"]
     skipped_metric = _total(stats.get("events_skipped"))
+    refused = stats.get("clicks_refused") or {}
+    refused_metric = {k: v for k, v in (refused.items() if isinstance(refused, dict) else ()) if v}
     lost, double, valid_dead, mismatched, skipped = [], [], [], [], 0
     mismatch_kinds: Counter = Counter()
     for i, (kind, marker, _, _) in enumerate(events):
@@ -305,7 +307,8 @@ def account(events, predicted, where, fake, dlq, stats, junk, junk_dead, setting
         "lost": len(lost), "double": len(double), "valid_dead_lettered": len(valid_dead),
         "not_as_predicted": len(mismatched), "not_as_predicted_by_kind": dict(mismatch_kinds),
         "dead_by_reason": dict(Counter(dead_reason.values())),
-        "junk_clicks": len(junk), "junk_clicks_dead_lettered": click_dead, "junk_clicks_refusable": junk_dead,
+        "junk_clicks": len(junk), "junk_clicks_refusable": dict(junk_refused),
+        "junk_clicks_refused": refused_metric, "clicks_dead_lettered": click_dead,
         "unknown_sent": unknown_sent, "unknown_dead": unknown_dead, "deduplicated": deduplicated,
         "fake": fake.stats(), "examples": {"lost": lost[:5], "double": double[:5], "valid_dead": valid_dead[:5],
                                            "not_as_predicted": mismatched[:5]},
@@ -313,7 +316,7 @@ def account(events, predicted, where, fake, dlq, stats, junk, junk_dead, setting
     }
     result["ok"] = (result["sent"] + result["dead_lettered"] + skipped == produced and not lost
                     and not double and not valid_dead and not mismatched and skipped == skipped_metric
-                    and click_dead == junk_dead and deduplicated == fake.stats()["duplicates"]
+                    and refused_metric == dict(junk_refused) and not click_dead and deduplicated == fake.stats()["duplicates"]
                     and not unknown_sent and not unknown_dead and extra["alive"] and extra["health"] == 200)
     return result
 

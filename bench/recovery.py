@@ -1,9 +1,10 @@
 """How long a fresh worker needs to restore M clicks, without indexing them first.
 
 `python -m bench` fills the table through a worker (~4 min for 1M clicks) before it times the
-recovery; this writes the clicks table's topic (clicks-by-click-id) directly, in bundles as the
-intake writes them (app/job/bundles.py), then starts a fresh worker and times it from start until /readyz says it is recovered. A conversion for the
-first and one for the last click must then arrive joined: the table really came back.
+recovery; this writes the clicks straight to the clicks topic (the table's source,
+app/job/clicks.py) without a worker, then starts a fresh worker and times it from start until
+/readyz says it is recovered. A conversion for the first and one for the last click must then
+arrive joined: the table really came back.
 
     .venv/bin/python -m bench.recovery [--clicks 1000000] [--profile DIR]
 """
@@ -21,9 +22,7 @@ from aiokafka import AIOKafkaProducer
 
 from app.devtools.kafka_local import Broker, free_port
 from app.devtools.worker_process import WorkerProcess
-from app.job.bundles import Bundler
-from app.job.topics import create_topics, load_specs
-from app.mapping.decode import decode_click
+from app.job.topics import create_topics
 from app.settings import load as load_settings
 from bench.fake import make_fake
 from bench.load import PIXEL, TOKEN, click, event
@@ -45,26 +44,21 @@ async def run(clicks: int, workdir: Path, stack: Stack, profile_dir: Path | None
            "TTBRIDGE_WEB_PORT": str(free_port())}
     settings = load_settings(env)
     await create_topics(settings)
-    # The clicks table's log: bundles as the intake writes them (app/job/bundles.py).
-    topic = load_specs(settings)["clicks-by-click-id"].name
+    # The clicks topic, keyed by click ID as a tracker writes it.
+    topic = settings.topic_clicks
     run_id, now = "rec", time.time()
     t = time.monotonic()
-    bundler = Bundler(settings.partitions)
-    values = []
-    for i in range(clicks):
-        bundler.add_click(*decode_click(orjson.dumps(click(i, run_id, now)), 1 << 20))
-        if i % 500 == 499:
-            values += bundler.records()
-    values += bundler.records()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20,
                                 max_batch_size=1 << 20, max_request_size=8 << 20)
     await producer.start()
     try:
-        for _, _, value, partition in values:
-            await producer.send(topic, value, partition=partition)
+        size = 0
+        for i in range(clicks):
+            doc = click(i, run_id, now)
+            value = orjson.dumps(doc)
+            size += len(value)
+            await producer.send(topic, value, key=doc["click_id"].encode())
         await producer.flush()
-        size = sum(len(v[2]) for v in values)
-        del values
         print(f"{clicks:,} clicks ({size / 1e6:,.0f} MB) written to {topic} in "
               f"{time.monotonic() - t:.1f} s")
 

@@ -3,7 +3,7 @@ none it cannot.
 
 What the code can emit is derived from the code: the mapping's refusal tuples (every tuple named
 REASONS or *_REASONS in an app.mapping module: events.REASONS, decode.DECODE_REASONS,
-sources.REASONS, ...; SKIP_REASONS are skips, never dead-lettered), every TikTok verdict that
+sources.REASONS, ...; SKIP_REASONS and CLICK_SKIP_REASONS are counted skips, never dead-lettered), every TikTok verdict that
 dead-letters a request (app.tiktok.outcomes), and the reasons the job writes itself, read from the
 source of every dead_letter(...) call in app/. A reason added to any of these without a line in
 the README fails here; so does a README entry nothing emits any more, and a Refusal("...") whose
@@ -36,13 +36,15 @@ DERIVED = {
 }
 
 
-def refusal_reasons() -> dict[str, tuple[str, ...]]:
-    """module.NAME -> the tuple, for every REASONS / *_REASONS tuple of app.mapping but skips."""
+def refusal_reasons(skips: bool = False) -> dict[str, tuple[str, ...]]:
+    """module.NAME -> the tuple, for every REASONS / *_REASONS tuple of app.mapping; the
+    *SKIP_REASONS ones (counted skips, never dead-lettered) only with `skips`."""
     out = {}
     for info in pkgutil.iter_modules(app.mapping.__path__):
         module = importlib.import_module(f"app.mapping.{info.name}")
         for name, value in vars(module).items():
-            if re.fullmatch(r"([A-Z]+_)*REASONS", name) and name != "SKIP_REASONS" and isinstance(value, tuple):
+            if (re.fullmatch(r"([A-Z]+_)*REASONS", name) and (skips or not name.endswith("SKIP_REASONS"))
+                    and isinstance(value, tuple)):
                 out[f"{info.name}.{name}"] = value
     return out
 
@@ -147,7 +149,7 @@ def readme_reasons() -> list[str]:
 
 
 def test_every_refusal_the_code_raises_is_in_the_reason_tuples():
-    known = {r for reasons in refusal_reasons().values() for r in reasons}
+    known = {r for reasons in refusal_reasons(skips=True).values() for r in reasons}
     missing = {r: where for r, where in refusal_literals().items() if r not in known}
     assert not missing, f"add these to a REASONS tuple of their module: {missing}"
 
@@ -155,6 +157,7 @@ def test_every_refusal_the_code_raises_is_in_the_reason_tuples():
 def test_the_collectors_see_what_they_are_meant_to():
     tuples = refusal_reasons()
     assert {"events.REASONS", "decode.DECODE_REASONS"} <= set(tuples)
+    assert "decode.CLICK_SKIP_REASONS" not in tuples and "decode.CLICK_SKIP_REASONS" in refusal_reasons(skips=True)
     assert "invalid_currency" in tuples["events.REASONS"] and "invalid_json" in tuples["decode.DECODE_REASONS"]
     # A floor, so that a collector that silently stops working cannot make the comparison pass.
     assert {"no_permission", "invalid_parameter", "pii_not_hashed", "payload_too_large"} <= send_reasons()

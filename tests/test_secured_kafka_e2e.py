@@ -52,7 +52,7 @@ async def test_a_worker_delivers_over_a_secured_listener(secured_kafka, fake, un
     finally:
         assert worker.stop() == 0, worker.log_tail()
 
-    # A fresh state dir: the catch-up reads the clicks table's topic (its own consumer).
+    # A fresh state dir: the catch-up reads the clicks table's topics (its own consumer).
     restarted = WorkerProcess({**env, "TTBRIDGE_DATA_DIR": str(tmp_path / "state-2")}, log, loglevel="info")
     restarted.start()
     try:
@@ -67,7 +67,7 @@ async def test_a_worker_delivers_over_a_secured_listener(secured_kafka, fake, un
         (PIXEL_A, "secured-1", {"ttclid": "E.C.P.secured"}),
         (PIXEL_A, "secured-2", {"ttclid": "E.C.P.secured"})]
     text = log.read_text(errors="replace")
-    assert f"caught up 1 clicks from sec{unique}-clicks-by-click-id" in text
+    assert f"caught up 1 clicks from clicks-{unique} and sec{unique}-clicks-by-click-id" in text
     # No client fell back or kept retrying: the intake, the retry tiers and the clicks table all got in.
     for failure in ("the intake failed", "retry tier", "catching up the clicks table", "following",
                     "Unable connect", "Traceback"):

@@ -124,7 +124,8 @@ async def run(workdir: Path, out=sys.stdout) -> int:
             f"(sizes {fake.batch_sizes})")
         say(f"  skipped              {s.get('events_skipped', {})}")
         say(f"  dead-lettered        {s.get('dead_letters', {})}")
-        say(f"  clicks recorded      {s.get('clicks_in', 0)}")
+        say(f"  clicks recorded      {s.get('clicks_in', 0)} from the clicks topic, "
+            f"{s.get('landing_clicks', 0)} landing page(s)")
         say("")
         say("the last request body exactly as the fake Events API received it (its first event):")
         body = dict(fake.last_body)

@@ -3,29 +3,35 @@
 Everything about it lives here: where it is kept, how it is fed, reading one click for a join,
 expiry past the attribution window, and the catch-up before a worker starts.
 
-The table is a RocksDB of ttbridge's own, fed from the clicks-by-click-id topic, which is the
-table's log: the intake writes every decoded click there (in bundles, app.job.bundles) and the
-topic keeps them for the attribution window (app.job.topics), the table's whole lifetime.
-Kafka Streams does the same when it sources a table from its input topic instead of writing a
-changelog.
+The table is a RocksDB of ttbridge's own, sourced from two topics, each followed partition by
+partition (a consumer without a group) with its offsets kept in the table itself:
+- the `clicks` topic, as the click tracker writes it: each record decoded here (a bad click is
+  refused, counted by reason, and skipped: see below), as Kafka Streams sources a global table
+  from its input topic instead of writing a changelog;
+- clicks-by-click-id, the table's own log, for the clicks ttbridge derives from tracking events
+  (a landing page with ttclid in its URL: app.job.intake writes them there, in bundles,
+  app.job.bundles). Both topics keep their records for the attribution window (app.job.topics
+  warns when one does not), the table's whole lifetime.
 
-Why not a faust Table (what this replaced): a table write is one changelog record through
-faust's producer buffer and one store write per click, and a read goes through faust's
-serialiser layers and its current-event partition lookup. A click cost ~130 µs of worker CPU
-that way (bench/README.md); here a bundle of clicks is one RocksDB write batch (its clicks and
-the topic offset it came from, atomically), and nothing is written back to Kafka.
+Why sourced from `clicks` itself: the intake used to decode every click and write it again to
+the log for every worker to read back, ~6 µs of a click's ~14 µs of worker CPU (bench: per click
+14.4 -> 8.0 µs, bench/README.md). Why not a faust Table (what came before): a changelog record
+per click and faust's serialiser layers on each read, ~130 µs per click. Here a fetch is one
+RocksDB write batch (its clicks and the offsets it reached, atomically).
 
-Every worker follows every partition of the topic (a consumer without a group), so each keeps
-the whole table: a lookup never depends on which worker owns which events partition, a
-rebalance moves no state, and a restart or a new worker only reads what its table lacks. The
-price: each worker applies every click (a few µs each); decoding them (the intake) is shared
-by the group.
+Every worker follows every partition of both topics, so each keeps the whole table: a lookup
+never depends on which worker owns which events partition, a rebalance moves no state, and a
+restart or a new worker only reads what its table lacks. The price: each worker decodes every
+click (~8 µs each). A bad click is therefore a counted skip (clicks_refused{reason}, and one
+warning per fetch naming the first one's topic, partition and offset), not a dead letter: every
+worker meets it, and none of them owns it.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -35,17 +41,21 @@ from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOption
 
 from app.job.bundles import read_clicks
 from app.job.kafka_security import client_options
-from app.job.topics import load_specs, partition_count
+from app.job.topics import load_specs, partition_counts
+from app.mapping.decode import decode_click
+from app.mapping.values import Refusal
 from app.settings import Settings
 
 __all__ = ["Clicks", "catch_up_before_start", "rocksdb_options"]
 
 log = logging.getLogger(__name__)
 
-# Keys: b"c" + click ID -> the click's JSON; b"o" + partition -> the last applied offset of the
-# topic's partition (as text). One keyspace, so a bundle's clicks and its offset are one write.
+# Keys: b"c" + click ID -> the click's JSON; b"o" + "<topic>:<partition>" -> the last applied
+# offset of that partition (as text). One keyspace, so a fetch's clicks and offsets are one write.
 _CLICK, _OFFSET = b"c", b"o"
-_MAX_RECORDS = 200         # bundles per fetch (each up to batch_max clicks): bounds a write batch's memory
+# Records per fetch: bounds a write batch's memory (a bundle holds up to batch_max clicks, a
+# record of the clicks topic one).
+_MAX_RECORDS = 5000
 _SWEEP_CHUNK = 10_000      # deletes per write batch when sweeping
 _STALL_S = 30.0            # catch-up: no records for this long is an error
 
@@ -80,11 +90,14 @@ def _write_options() -> WriteOptions:
 class Clicks:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.topic = load_specs(settings)["clicks-by-click-id"].name
+        self.topic = load_specs(settings)["clicks-by-click-id"].name  # the table's log
+        self.source = settings.topic_clicks
         self.window_s = settings.attribution_window_days * 86400
         self.path = Path(settings.data_dir) / "clicks"
         self.db: Rdict | None = None
         self.applied = 0  # clicks written to the table by this process
+        # (counter, reason) -> n since the last report(): clicks_in, clicks_refused.
+        self.tally: Counter[tuple[str, str]] = Counter()
         # Up to the end offsets seen at start (catch_up, or follow after a failed catch-up):
         # until then joins would miss clicks the topic has, and /readyz says not ready.
         self.caught_up = False
@@ -106,27 +119,41 @@ class Clicks:
         raw = self.db.get(_CLICK + click_id.encode())
         return None if raw is None else orjson.loads(raw)
 
-    def offsets(self, partitions: int) -> dict[int, int]:
-        """The next offset to read per partition of the topic (0 for a new table)."""
+    def offsets(self, topic: str, partitions: int) -> dict[int, int]:
+        """The next offset to read per partition of `topic` (0 for a new table)."""
         out = {}
         for p in range(partitions):
-            done = self.db.get(_OFFSET + str(p).encode())
+            done = self.db.get(_offset_key(topic, p))
             out[p] = 0 if done is None else int(done) + 1
         return out
 
     def apply(self, fetched: Mapping[TopicPartition, list]) -> list[str]:
-        """One fetch of the topic, in one atomic RocksDB write: every bundle's clicks (a click
-        seen before gains the new record's fields, never loses any: e.g. its landing page) and
-        each partition's last offset. Returns the click IDs stored. Only ttbridge writes the
-        topic; a malformed record or entry is logged and skipped, never a reason to stop."""
+        """One fetch of the two topics, in one atomic RocksDB write: every click (a click seen
+        before merges with the new record, never losing a field: _merged) and each
+        partition's last offset. Returns the click IDs stored. A bad click of the clicks topic
+        is refused and counted (self.tally); a malformed record of the log (only ttbridge writes
+        it) is logged and skipped. Neither is ever a reason to stop."""
         batch, merged, stored, db = WriteBatch(raw_mode=True), {}, [], self.db
+        refused, first = Counter(), None
+        max_bytes = self.settings.max_message_bytes
         for tp, records in fetched.items():
+            from_source = tp.topic == self.source
+            if from_source:
+                self.tally[("clicks_in", "")] += len(records)
             for r in records:
-                try:
-                    clicks = read_clicks(r.value)
-                except (AttributeError, TypeError, ValueError, KeyError):
-                    log.error("ignoring a malformed record on %s at offset %s", tp.topic, r.offset)
-                    continue
+                if from_source:
+                    try:
+                        clicks = (decode_click(r.value, max_bytes),)
+                    except Refusal as e:
+                        refused[e.reason] += 1
+                        first = first or (tp.partition, r.offset, e.reason, e.message)
+                        continue
+                else:
+                    try:
+                        clicks = read_clicks(r.value)
+                    except (AttributeError, TypeError, ValueError, KeyError):
+                        log.error("ignoring a malformed record on %s at offset %s", tp.topic, r.offset)
+                        continue
                 for entry in clicks:
                     try:
                         click_id, record = entry
@@ -138,7 +165,7 @@ class Clicks:
                             raw = db.get(key)
                             old = None if raw is None else orjson.loads(raw)
                         if old is not None:
-                            record = {**old, **{k: v for k, v in record.items() if v}}
+                            record = _merged(old, record)
                     except (AttributeError, TypeError, ValueError):
                         log.error("ignoring a malformed click in the record on %s at offset %s",
                                   tp.topic, r.offset)
@@ -146,12 +173,25 @@ class Clicks:
                     merged[key] = record
                     stored.append(click_id)
             if records:
-                batch.put(_OFFSET + str(tp.partition).encode(), str(records[-1].offset).encode())
+                batch.put(_offset_key(tp.topic, tp.partition), str(records[-1].offset).encode())
         for key, record in merged.items():
             batch.put(key, orjson.dumps(record))
         db.write(batch)
         self.applied += len(stored)
+        if refused:
+            for reason, n in refused.items():
+                self.tally[("clicks_refused", reason)] += n
+            p, offset, reason, message = first
+            log.warning("refused %d click(s) of %s (%s); the first at partition %d offset %d: %s: %s",
+                        sum(refused.values()), self.source, ", ".join(f"{r} {n}" for r, n in refused.items()),
+                        p, offset, reason, message)
         return stored
+
+    def report(self, metrics: Any) -> None:
+        """Add what was counted since the last report to `metrics` (clicks_in, clicks_refused)."""
+        for (name, reason), n in self.tally.items():
+            metrics.add(name, n, reason=reason)
+        self.tally.clear()
 
     # ---- feeding the table
 
@@ -161,30 +201,40 @@ class Clicks:
                                 max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20,
                                 fetch_max_wait_ms=100, **client_options(s))
 
-    async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        tps = [TopicPartition(self.topic, p) for p in range(self.settings.partitions)]
+    async def _partitions(self) -> dict[str, int]:
+        """The partition count of each of the two topics that exists. The log must have the
+        settings' count (ttbridge creates it so); the clicks topic may have any."""
+        # One that is missing is a first start: `ttbridge topics create` (or the worker) creates it.
+        counts = await partition_counts(self.settings.bootstrap_servers, [self.source, self.topic],
+                                        client_options(self.settings))
+        found = counts.get(self.topic)
+        if found is not None and found != self.settings.partitions:
+            raise ValueError(f"{self.topic} has {found} partitions, the settings say {self.settings.partitions}")
+        return counts
+
+    async def _assign(self, consumer: AIOKafkaConsumer, counts: dict[str, int]) -> list[TopicPartition]:
+        tps = [TopicPartition(topic, p) for topic, n in counts.items() for p in range(n)]
         consumer.assign(tps)
         firsts = await consumer.beginning_offsets(tps)
-        for tp, offset in self.offsets(len(tps)).items():
-            # Past the retention, what the table lacks is gone from the topic: only clicks older
-            # than the attribution window, which no join would use.
-            consumer.seek(TopicPartition(self.topic, tp), max(offset, firsts[TopicPartition(self.topic, tp)]))
+        for topic, n in counts.items():
+            for p, offset in self.offsets(topic, n).items():
+                # Past the retention, what the table lacks is gone from the topic: only clicks
+                # older than the attribution window, which no join would use.
+                tp = TopicPartition(topic, p)
+                consumer.seek(tp, max(offset, firsts[tp]))
         return tps
 
     async def catch_up(self) -> int:
-        """Read the topic up to its end offsets as of now; returns the clicks applied. The
+        """Read both topics up to their end offsets as of now; returns the clicks applied. The
         worker's start-up step, before faust runs: a worker is ready only with its table."""
-        found = await partition_count(self.settings.bootstrap_servers, self.topic,
-                                      client_options(self.settings))
-        if found is None:
+        counts = await self._partitions()
+        if not counts:
             self.caught_up = True
-            return 0  # a first start: `ttbridge topics create` (or the worker) creates it
-        if found != self.settings.partitions:
-            raise ValueError(f"{self.topic} has {found} partitions, the settings say {self.settings.partitions}")
+            return 0
         consumer, applied = self._consumer(), 0
         try:
             await consumer.start()
-            tps = await self._assign(consumer)
+            tps = await self._assign(consumer, counts)
             ends = await consumer.end_offsets(tps)
             left = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
             idle_since = time.monotonic()
@@ -212,14 +262,22 @@ class Clicks:
         consumer group), its fetches counted towards broker_connected, and clicks_table_ready."""
         watch = f"{self.settings.app_id}-clicks-table"
         if metrics is not None:
-            metrics.gauge("clicks_table_ready", "1 while the clicks table has caught up with its log and "
-                          "its follower runs (joins would miss clicks otherwise)", (),
+            metrics.gauge("clicks_table_ready", "1 while the clicks table has caught up with its topics "
+                          "and its follower runs (joins would miss clicks otherwise)", (),
                           lambda: {(): int(self.ready)})
+            self.report(metrics)  # the catch-up's, before faust ran
         while True:
             consumer = self._consumer()
             try:
+                counts = await self._partitions()
+                if len(counts) < 2:  # a first start: the worker is creating them
+                    log.info("the clicks table waits for %s to exist",
+                             " and ".join(t for t in (self.source, self.topic) if t not in counts))
+                while len(counts) < 2:
+                    await asyncio.sleep(1)
+                    counts = await self._partitions()
                 await consumer.start()
-                tps = await self._assign(consumer)
+                tps = await self._assign(consumer, counts)
                 if metrics is not None:
                     metrics.watch_consumer(watch, consumer)
                 self.following = True
@@ -230,6 +288,7 @@ class Clicks:
                         ids = self.apply(fetched)
                         if metrics is not None:
                             metrics.add("clicks_stored", len(ids))
+                            self.report(metrics)
                         stored(ids)
                     if metrics is not None:
                         await metrics.refresh_lag(watch, consumer)
@@ -266,6 +325,20 @@ class Clicks:
         return n
 
 
+def _merged(old: dict, new: dict) -> dict:
+    """Two records of one click (its tracker's and a landing page's, or the tracker's twice):
+    the later click's non-empty fields win, the earlier one fills the gaps. Decided by
+    clicked_at, not by arrival: the two topics are read in no fixed order, and every worker
+    must come to the same table."""
+    if new["clicked_at"] < old["clicked_at"]:
+        old, new = new, old
+    return {**old, **{k: v for k, v in new.items() if v}}
+
+
+def _offset_key(topic: str, partition: int) -> bytes:
+    return _OFFSET + f"{topic}:{partition}".encode()
+
+
 def catch_up_before_start(clicks: Clicks) -> None:
     """The worker's start-up step: open the table and bring it up to the topic's end. On
     failure (the broker unreachable) the follower catches up once it can; /readyz waits."""
@@ -274,8 +347,9 @@ def catch_up_before_start(clicks: Clicks) -> None:
     try:
         applied = asyncio.run(clicks.catch_up())
     except Exception as e:  # noqa: BLE001
-        log.warning("catching up the clicks table from %s failed (%s: %s); the worker follows the "
-                    "topic and is ready once it has caught up", clicks.topic, type(e).__name__, e)
+        log.warning("catching up the clicks table from %s and %s failed (%s: %s); the worker follows "
+                    "them and is ready once it has caught up", clicks.source, clicks.topic, type(e).__name__, e)
         return
     if applied:
-        log.info("caught up %d clicks from %s in %.1f s", applied, clicks.topic, time.monotonic() - t)
+        log.info("caught up %d clicks from %s and %s in %.1f s", applied, clicks.source, clicks.topic,
+                 time.monotonic() - t)

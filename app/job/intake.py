@@ -1,6 +1,7 @@
-"""The intake: clicks and tracking events in, validated; clicks bundled by click ID out to the
-clicks table's log, events handed to the forwarder in this process (bad input to the DLQ with
-its reason).
+"""The intake: tracking events in, validated, handed to the forwarder in this process (bad input
+to the DLQ with its reason); the clicks some of them carry (a landing page with ttclid in its
+URL) bundled by click ID out to the clicks table's log. The clicks topic itself is not read
+here: every worker's clicks table reads it directly (app.job.clicks).
 
 A plain aiokafka consumer in its own group ("<app id>-intake", the job's one consumer group of
 input) reading a batch at a time: faust's per-message stream path cost more than the whole of
@@ -32,7 +33,7 @@ from app.job.kafka_security import client_options
 from app.job.metrics import Metrics
 from app.job.offsets import Offsets, Ticket
 from app.job.records import dead_letter, encode, hash_original
-from app.mapping.decode import click_from_landing, decode_click, decode_object
+from app.mapping.decode import click_from_landing, decode_object
 from app.mapping.events import MappingConfig, Refusal, click_id_of, events_of, skip_reason, tiktok_names
 from app.settings import Settings
 
@@ -60,7 +61,7 @@ class Intake:
         self.metrics = metrics
         self.forwarder = forwarder
         self.group = f"{settings.app_id}-intake"
-        self.topics = (settings.topic_clicks, *(self.mappings or (settings.topic_events,)))
+        self.topics = tuple(self.mappings or (settings.topic_events,))
         self.offsets = Offsets()
         self._consumer: AIOKafkaConsumer | None = None
         # The events read since the last round was handed to the forwarder, and since when.
@@ -155,30 +156,24 @@ class Intake:
         self._round = [e for e in self._round if e[0].tp not in gone]
 
     def decode(self, batches: dict, now: float) -> tuple[list[tuple], list[Ticket]]:
-        """Every message of a poll: the writes (bundles of clicks, dead letters) and one ticket
-        per message, to settle once the writes are durable. Its events join the round. A bug in
-        decoding dead-letters that message instead of stopping the intake."""
+        """Every message of a poll: the writes (bundles of landing clicks, dead letters) and one
+        ticket per message, to settle once the writes are durable. Its events join the round. A
+        bug in decoding dead-letters that message instead of stopping the intake."""
         bundler, dead, tickets = Bundler(self.settings.partitions), [], []
-        clicks_topic = self.settings.topic_clicks
         for tp, messages in batches.items():
-            is_clicks = tp.topic == clicks_topic
-            decode_one = self._click if is_clicks else self._event
             # Every message counts, whatever becomes of it (a batch adds its other events).
-            self.metrics.add("clicks_in" if is_clicks else "events_in", len(messages))
+            self.metrics.add("events_in", len(messages))
             for msg in messages:
                 ticket = self.offsets.ticket(tp, msg.offset)
                 tickets.append(ticket)
                 try:
-                    dead += decode_one(msg, ticket, bundler, now) or ()
+                    dead += self._event(msg, ticket, bundler, now)
                 except Refusal as r:
                     dead += self._refused(msg, r.reason, r.message, now)
                 except Exception as e:  # noqa: BLE001
                     log.exception("unexpected error decoding a message")
                     dead += self._refused(msg, "internal_error", f"{type(e).__name__}: {e}", now)
         return bundler.records() + dead, tickets
-
-    def _click(self, msg, ticket: Ticket, bundler: Bundler, now: float) -> None:
-        bundler.add_click(*decode_click(msg.value, self.settings.max_message_bytes))
 
     def _event(self, msg, ticket: Ticket, bundler: Bundler, now: float) -> list[tuple]:
         mapping = self.mappings.get(msg.topic, self.mapping)
@@ -213,7 +208,7 @@ class Intake:
         names = tiktok_names(event, mapping)
         landing = click_from_landing(event, mapping)
         if landing is not None:
-            self.metrics.add("clicks_in")
+            self.metrics.add("landing_clicks")
             bundler.add_click(*landing)
         if not names:
             self.metrics.add("events_skipped", reason=skip_reason(event, mapping))
@@ -233,7 +228,7 @@ class Intake:
         self.metrics.add("dead_letters", reason=reason)
         record = dead_letter(reason, message, "decode", now, source=source or _source(msg),
                              original=msg.value or b"" if original is None else original)
-        if self.settings.dlq_original == "hashed" and msg.topic != self.settings.topic_clicks:
+        if self.settings.dlq_original == "hashed":
             record = hash_original(record, self.mappings.get(msg.topic, self.mapping).plan)
         return [("dlq", msg.topic.encode(), value) for value in encode(record)]
 

@@ -29,7 +29,11 @@ PREFIX = "ttbridge_"
 # at 0 with empty labels, so that its series exists (rates and "nothing sent" alerts need it).
 _COUNTERS = {
     "events_in": ("tracking events read", ()),
-    "clicks_in": ("clicks read (including landing pages recorded as clicks)", ()),
+    "clicks_in": ("records of the clicks topic read by this worker's clicks table (every worker "
+                  "reads them all)", ()),
+    "clicks_refused": ("records of the clicks topic not stored, by reason (skipped by every worker "
+                       "alike, not dead-lettered)", ("reason",)),
+    "landing_clicks": ("tracking events recorded as clicks (a landing page with ttclid in its URL)", ()),
     "clicks_stored": ("clicks written to this worker's copy of the clicks table", ()),
     "events_joined": ("events that found their click", ()),
     "events_waited": ("events sent without their click after waiting join_wait", ()),

@@ -25,7 +25,7 @@ import orjson
 from app.job.kafka_security import client_options, why_unreachable
 from app.settings import Settings, input_topics
 
-__all__ = ["TopicSpec", "specs_dir", "load_specs", "retry_tier_topic", "create_topics", "partition_count",
+__all__ = ["TopicSpec", "specs_dir", "load_specs", "retry_tier_topic", "create_topics", "partition_count", "partition_counts",
            "faust_topics", "replication_problem", "strimzi_topics", "register"]
 
 ROLES = ("clicks", "tracking-events", "tiktok-retry", "tiktok-dlq")
@@ -94,10 +94,13 @@ def load_specs(settings: Settings) -> dict[str, TopicSpec]:
         # settings.partitions wins so tests and operators can size the join in one place.
         out[role] = TopicSpec(doc["name"].format(app_id=settings.app_id), settings.partitions, rf,
                               {**doc["config"], **isr})
-    # clicks-by-click-id is the clicks table's log (app.job.clicks): it keeps every click for
-    # the attribution window, the table's whole lifetime.
-    clicks = out["clicks-by-click-id"]
-    clicks.config["retention.ms"] = str(int(settings.attribution_window_days * 86400 * 1000))
+    # The clicks table (app.job.clicks) is sourced from the clicks topic and its own log,
+    # clicks-by-click-id: both keep every click for the attribution window, the table's whole
+    # lifetime (for a topic ttbridge did not create, create_topics checks it).
+    window_ms = int(settings.attribution_window_days * 86400 * 1000)
+    clicks = out["clicks"].config
+    clicks["retention.ms"] = str(max(int(clicks["retention.ms"]), window_ms))  # others may read it longer
+    out["clicks-by-click-id"].config["retention.ms"] = str(window_ms)
     for role, (name, partitions, config) in faust_topics(settings).items():
         out[role] = TopicSpec(name, partitions, rf, {**config, **isr})
     return out
@@ -180,11 +183,13 @@ async def create_topics(settings: Settings, specs: dict[str, TopicSpec] | None =
             except TopicAlreadyExistsError:
                 pass  # another worker raced us to it: the check below still applies
         after = await _layout(admin, names, expect_all=True)
-        table_log = specs.get("clicks-by-click-id")
-        # Checked whenever it exists, not only when `before` saw it: a topic made a moment ago
-        # (by hand, or by another worker) may be missing from that metadata yet.
-        if table_log and table_log.name in after:
-            await _check_table_retention(admin, table_log.name, settings, warn)
+        # The clicks table's sources, checked whenever they exist, not only when `before` saw
+        # them: a topic made a moment ago (by hand, or by another worker) may be missing from
+        # that metadata yet.
+        for role in ("clicks", "clicks-by-click-id"):
+            source = specs.get(role)
+            if source and source.name in after:
+                await _check_table_retention(admin, source.name, settings, warn)
     finally:
         await admin.close()
     lines, mismatches = [], []
@@ -206,10 +211,11 @@ async def create_topics(settings: Settings, specs: dict[str, TopicSpec] | None =
 
 
 async def _check_table_retention(admin, topic: str, settings: Settings, warn: Callable[[str], None]) -> None:
-    """Warn when an existing clicks table's log keeps records for less than the attribution
-    window: a worker catching up (a new pod, a lost volume) would rebuild a table missing the
-    older clicks, and their late conversions would go unjoined. Left as it is: the operator may
-    have reasons, and retention is theirs to change."""
+    """Warn when a source of the clicks table (the clicks topic, its log) keeps records for less
+    than the attribution window: a worker catching up (a new pod, a lost volume) would rebuild a
+    table missing the older clicks, and their late conversions would go unjoined (a worker that
+    keeps its data dir keeps them). Left as it is: the operator may have reasons, and retention
+    is theirs to change."""
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     window_ms = int(settings.attribution_window_days * 86400 * 1000)
@@ -224,19 +230,25 @@ async def _check_table_retention(admin, topic: str, settings: Settings, warn: Ca
     if retention is not None and 0 <= int(retention) < window_ms:
         warn(f"{topic}: retention.ms {retention} is shorter than the attribution window ({window_ms} ms, "
              f"attribution_window_days {settings.attribution_window_days:g}): clicks would expire from the "
-             "table's log before their window ends; raise it")
+             "clicks table's source before their window ends; raise it")
 
 
 async def partition_count(bootstrap: str, topic: str, security: Mapping[str, Any] | None = None) -> int | None:
     """The partition count of `topic`, or None when it does not exist (without creating it, and
     without waiting for it to appear as a consumer's metadata requests would). `security`:
     app.job.kafka_security.client_options."""
+    return (await partition_counts(bootstrap, [topic], security)).get(topic)
+
+
+async def partition_counts(bootstrap: str, topics: list[str],
+                           security: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """partition_count of each of `topics` that exists, in one admin connection."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000, **(security or {}))
     await admin.start()
     try:
-        return (await _partition_counts(admin, [topic])).get(topic)
+        return await _partition_counts(admin, topics)
     finally:
         await admin.close()
 

@@ -1,11 +1,12 @@
 """`ttbridge worker`: the faust app that runs the job.
 
 Reads top-down, as faust's own examples do: the app, the job's topics and table and stages
-(`Job`), its agents, tasks and timers, the web pages, and the command. Data travels: clicks and
-tracking events → the intake (app.job.intake, a plain batched consumer) → clicks in bundles
-to the clicks table's log (app.job.clicks: every worker follows all of clicks-by-click-id into
-its own RocksDB), events to the forwarder in the same process (join, map, batch, deliver:
-app.job.forwarder) → TikTok, the retry tiers (app.job.retrier) or the DLQ.
+(`Job`), its agents, tasks and timers, the web pages, and the command. Data travels: clicks →
+every worker's clicks table (app.job.clicks: each follows all of the clicks topic, and of
+clicks-by-click-id, into its own RocksDB); tracking events → the intake (app.job.intake, a
+plain batched consumer) → the forwarder in the same process (join, map, batch, deliver:
+app.job.forwarder) → TikTok, the retry tiers (app.job.retrier) or the DLQ; landing pages among
+them → clicks-by-click-id.
 """
 from __future__ import annotations
 

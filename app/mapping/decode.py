@@ -10,7 +10,8 @@ import orjson
 from app.mapping.events import MappingConfig, Refusal, click_id_of, tiktok_names
 from app.mapping.values import get, parse_timestamp, ttclid_from_url
 
-__all__ = ["decode_object", "decode_event", "decode_click", "click_from_landing", "click_record", "DECODE_REASONS"]
+__all__ = ["decode_object", "decode_event", "decode_click", "click_from_landing", "click_record", "DECODE_REASONS",
+           "CLICK_SKIP_REASONS"]
 
 DECODE_REASONS = (
     "too_large",           # the message is over max_message_bytes
@@ -19,10 +20,16 @@ DECODE_REASONS = (
     "missing_event_name",  # a conversion without a name where its shape's spec says it is
     "invalid_event_name",  # the name is not a string
     "unmapped_event",      # a name the [events] table lacks, for a spec with event.unmapped = "refuse"
+    "invalid_field",       # the kind (Segment's `type`) is not a string
+)
+
+# What decode_click refuses. The clicks table counts and skips these (clicks_refused{reason},
+# app.job.clicks): every worker reads every click, so none of them dead-letters one.
+CLICK_SKIP_REASONS = (
+    "too_large", "invalid_json", "not_an_object",  # as for an event
     "missing_click_id",    # a click without click_id
     "invalid_click",       # a click field of the wrong type
     "invalid_timestamp",   # a click whose timestamp is not a time
-    "invalid_field",       # the kind (Segment's `type`) is not a string
 )
 
 _CLICK_ID_AT_TOP = MappingConfig(click_id_paths=("click_id",))

@@ -1,5 +1,7 @@
 """bench/fuzz.py's accounting (the Kafka-level run's verdict) on hand-made outcomes: it finds a
-lost marker, one counted twice, a valid event dead-lettered, and an outcome not as predicted."""
+lost marker, one counted twice, a valid event dead-lettered, an outcome not as predicted, and
+junk clicks not refused (and counted) exactly as predicted."""
+from collections import Counter
 from types import SimpleNamespace
 
 from app.settings import load
@@ -22,9 +24,15 @@ def dead(reason: str, offset: int) -> dict:
     return {"reason": reason, "source": {"topic": SETTINGS.topic_events, "partition": 0, "offset": offset}}
 
 
-def verdict(fake_, dlq, skipped=1) -> dict:
-    return account(EVENTS, PREDICTED, WHERE, fake_, dlq, {"events_skipped": {"not_a_conversion": skipped}},
-                   [], 0, SETTINGS, alive=True, health=200, seconds=1.0)
+def verdict(fake_, dlq, skipped=1, refusable=None, refused=None) -> dict:
+    """`refusable`: the junk clicks' refusals by reason as predicted; `refused`: as the worker
+    counted them (clicks_refused)."""
+    stats = {"events_skipped": {"not_a_conversion": skipped}}
+    if refused is not None:
+        stats["clicks_refused"] = refused
+    junk = [(None, b"junk")] * sum((refusable or {}).values())
+    return account(EVENTS, PREDICTED, WHERE, fake_, dlq, stats, junk, Counter(refusable or {}), SETTINGS,
+                   alive=True, health=200, seconds=1.0)
 
 
 def test_every_marker_accounted_for_is_ok():
@@ -43,3 +51,15 @@ def test_lost_double_and_valid_dead_lettered_fail_the_run():
 
 def test_a_skip_the_worker_did_not_count_fails_the_run():
     assert verdict(fake("m-0", "m-1"), [dead("invalid_json", 2)], skipped=0)["ok"] is False
+
+
+def test_junk_clicks_pass_only_when_the_worker_refused_each_as_predicted_and_dead_lettered_none():
+    ok = verdict(fake("m-0", "m-1"), [dead("invalid_json", 2)], refusable={"invalid_json": 2, "invalid_click": 1},
+                 refused={"invalid_json": 2, "invalid_click": 1, "unlabelled": 0})
+    assert ok["ok"] and ok["junk_clicks_refused"] == {"invalid_json": 2, "invalid_click": 1}
+    assert not verdict(fake("m-0", "m-1"), [dead("invalid_json", 2)], refusable={"invalid_json": 2},
+                       refused={"invalid_json": 1})["ok"]
+    click_dead = {"reason": "invalid_json", "source": {"topic": SETTINGS.topic_clicks, "partition": 0, "offset": 0}}
+    r = verdict(fake("m-0", "m-1"), [dead("invalid_json", 2), click_dead], refusable={"invalid_json": 1},
+                refused={"invalid_json": 1})
+    assert (r["ok"], r["clicks_dead_lettered"]) == (False, 1)

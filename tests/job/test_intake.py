@@ -173,20 +173,26 @@ def test_a_batch_without_events_is_a_counted_skip_and_holds_only_its_write():
     assert t.metrics.counts == {("events_in", ""): 1, ("events_skipped", "no_events"): 1}
 
 
-def test_clicks_are_bundled_per_partition_and_their_messages_hold_only_the_write():
+def test_landing_pages_are_bundled_per_partition_and_their_messages_hold_the_write_and_the_event():
+    # The clicks topic is not the intake's (every worker's clicks table reads it): the clicks it
+    # writes are those its tracking events carry, a landing page with ttclid in its URL.
     t = intake()
-    clicks = [{"click_id": f"c-{i}", "ttclid": f"E.C.P.{i}", "timestamp": 1700000000} for i in range(3)]
-    writes, tickets = t.decode(poll(*map(orjson.dumps, clicks), topic="clicks"), 1700000010.0)
+    events = [purchase(f"m-{i}", f"c-{i}") for i in range(3)]
+    for i, e in enumerate(events):
+        e["context"]["page"] = {"url": f"https://shop.example/?ttclid=E.C.P.{i}"}
+    assert "clicks" not in t.topics
+    writes, tickets = t.decode(poll(*map(orjson.dumps, events)), 1700000010.0)
     by_partition: dict = {}
-    for c in clicks:
-        by_partition.setdefault(partition_of(c["click_id"], 6), []).append(
-            [c["click_id"], {"ttclid": c["ttclid"], "clicked_at": 1700000000.0}])
+    for i, e in enumerate(events):
+        by_partition.setdefault(partition_of(f"c-{i}", 6), []).append(
+            [f"c-{i}", {"ttclid": f"E.C.P.{i}", "url": e["context"]["page"]["url"], "clicked_at": NOW - 30}])
     assert sorted(writes, key=lambda w: w[3]) == [
         ("clicks-by-click-id", None, orjson.dumps({"clicks": items}), p) for p, items in sorted(by_partition.items())]
-    assert [k.open for k in tickets] == [1, 1, 1] and t._round == []
+    assert [k.open for k in tickets] == [2, 2, 2] and [ticket for ticket, _ in t._round] == tickets
+    assert t.metrics.counts == {("events_in", ""): 3, ("landing_clicks", ""): 3}
     for k in tickets:
-        k.settle()
-    assert t.offsets.committable() == {TopicPartition("clicks", 2): 3}
+        k.settle()  # the bundles are durable; the events are not sent yet
+    assert t.offsets.committable() == {}
 
 
 def test_an_event_of_a_batch_too_deep_to_write_again_is_dead_lettered_alone():

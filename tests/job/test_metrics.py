@@ -23,9 +23,12 @@ ttbridge_click_sweeps_total 0.0
 # HELP ttbridge_clicks_expired_total clicks past the attribution window deleted from the table
 # TYPE ttbridge_clicks_expired_total counter
 ttbridge_clicks_expired_total 0.0
-# HELP ttbridge_clicks_in_total clicks read (including landing pages recorded as clicks)
+# HELP ttbridge_clicks_in_total records of the clicks topic read by this worker's clicks table (every worker reads them all)
 # TYPE ttbridge_clicks_in_total counter
 ttbridge_clicks_in_total 0.0
+# HELP ttbridge_clicks_refused_total records of the clicks topic not stored, by reason (skipped by every worker alike, not dead-lettered)
+# TYPE ttbridge_clicks_refused_total counter
+ttbridge_clicks_refused_total{reason=""} 0.0
 # HELP ttbridge_clicks_stored_total clicks written to this worker's copy of the clicks table
 # TYPE ttbridge_clicks_stored_total counter
 ttbridge_clicks_stored_total 0.0
@@ -50,6 +53,9 @@ ttbridge_events_skipped_total{reason=""} 0.0
 # HELP ttbridge_events_waited_total events sent without their click after waiting join_wait
 # TYPE ttbridge_events_waited_total counter
 ttbridge_events_waited_total 0.0
+# HELP ttbridge_landing_clicks_total tracking events recorded as clicks (a landing page with ttclid in its URL)
+# TYPE ttbridge_landing_clicks_total counter
+ttbridge_landing_clicks_total 0.0
 # HELP ttbridge_requests_total requests sent to the Events API
 # TYPE ttbridge_requests_total counter
 ttbridge_requests_total{pixel=""} 0.0
@@ -216,9 +222,10 @@ def used() -> Metrics:
     """A Metrics with every kind of metric the job exports created and counted."""
     m = Metrics()
     ok = Answer(Verdict(Action.DONE, "ok"), 0, 200, "OK")
-    for name in ("events_in", "clicks_in", "events_joined", "events_waited", "batches", "clicks_expired",
-                 "click_sweeps"):
+    for name in ("events_in", "clicks_in", "landing_clicks", "events_joined", "events_waited", "batches",
+                 "clicks_expired", "click_sweeps"):
         m.add(name)
+    m.add("clicks_refused", reason="invalid_json")
     m.add("events_skipped", reason="unmapped")
     m.add("events_retrying", pixel="PIX1")
     m.add("dead_letters", reason="tiktok_40002", pixel="PIX1")

@@ -313,7 +313,7 @@ def test_dlq_original_is_raw_or_hashed(tmp_path):
     assert str(e.value) == 'TTBRIDGE_CONFIG [ttbridge].dlq_original: expected "raw" or "hashed", got \'sha256\''
 
 
-def test_with_dlq_original_hashed_the_intake_hashes_what_it_refuses_and_keeps_clicks_as_they_are():
+def test_with_dlq_original_hashed_the_intake_hashes_what_it_refuses():
     from aiokafka import TopicPartition
 
     from app.job.intake import Intake
@@ -323,17 +323,14 @@ def test_with_dlq_original_hashed_the_intake_hashes_what_it_refuses_and_keeps_cl
     settings = load({}, dlq_original="hashed")
     intake = Intake(settings, mapping_config(settings), None, Metrics(), None)
     bad = {"type": "track", "event": 42, "context": {"traits": {"email": "Jane@Example.com"}}}
-    click = b'{"ttclid": "E.C.P.x", "timestamp": "2026-01-01T00:00:00Z"}'  # no click_id
-    writes, _ = intake.decode({TopicPartition("tracking-events", 0): [_msg("tracking-events", 5, orjson.dumps(bad))],
-                               TopicPartition("clicks", 0): [_msg("clicks", 6, click)]}, 1.0)
-    [event_dlq, click_dlq] = [orjson.loads(v) for role, _, v in writes if role == "dlq"]
+    writes, _ = intake.decode({TopicPartition("tracking-events", 0): [_msg("tracking-events", 5, orjson.dumps(bad))]},
+                              1.0)
+    [event_dlq] = [orjson.loads(v) for role, _, v in writes if role == "dlq"]
     assert event_dlq == {**dead_letter("invalid_event_name", event_dlq["message"], "decode", 1.0,
                                        source={"topic": "tracking-events", "partition": 0, "offset": 5}),
                          "original": orjson.dumps({**bad, "context": {"traits": {"email": sha("jane@example.com")}}}
                                                   ).decode(),
                          "original_base64": False, "original_hashed": True}
-    assert click_dlq["reason"] == "missing_click_id" and click_dlq["original"] == click.decode()
-    assert "original_hashed" not in click_dlq
 
 
 def _msg(topic: str, offset: int, value: bytes):

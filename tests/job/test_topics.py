@@ -163,9 +163,11 @@ async def test_created_with_the_configured_replication_and_min_insync_replicas(k
         assert {len(p["replicas"]) for p in topics[spec.name]["partitions"]} == {1}, spec.name
     entries = {r[3]: {e[0]: e[1] for e in r[4]} for c in configs for r in c.resources}  # (.., name, entries)
     assert {name: e["min.insync.replicas"] for name, e in entries.items()} == {s.name: "1" for s in specs.values()}
-    # The clicks table's log keeps every click for the attribution window (7 days by default).
+    # The clicks table's log keeps every click for the attribution window (7 days by default);
+    # the clicks topic, its other source, at least that (its spec's 28 days).
     log = entries[f"rf{unique}-clicks-by-click-id"]
     assert (log["cleanup.policy"], log["retention.ms"]) == ("delete", "604800000")
+    assert entries[env["TTBRIDGE_TOPIC_CLICKS"]]["retention.ms"] == "2419200000"
 
     # Asked for 2 copies once they all exist (on one broker, as a cluster mid-restart might look):
     # no refusal, since nothing needs creating, and each topic is reported, left as it is.
@@ -175,23 +177,27 @@ async def test_created_with_the_configured_replication_and_min_insync_replicas(k
                                       "(left as it is)" for s in specs.values())
 
 
-async def test_an_existing_table_log_kept_shorter_than_the_window_is_warned_about(kafka_bootstrap, unique):
+async def test_an_existing_source_of_the_table_kept_shorter_than_the_window_is_warned_about(kafka_bootstrap,
+                                                                                             unique):
     env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TTBRIDGE_APP_ID": f"ret{unique}"}
     for role, var in (("clicks", "CLICKS"), ("tracking-events", "EVENTS"), ("tiktok-retry", "RETRY"), ("tiktok-dlq", "DLQ")):
         env[f"TTBRIDGE_TOPIC_{var}"] = f"ret-{role}-{unique}"
     log = f"ret{unique}-clicks-by-click-id"
-    # Made by hand before ttbridge ever ran, with one day of retention.
+    # Made by hand before ttbridge ever ran, with one day of retention and 2 days.
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(log, 6, 1, topic_configs={"retention.ms": "86400000"})])
+        await admin.create_topics([NewTopic(log, 6, 1, topic_configs={"retention.ms": "86400000"}),
+                                   NewTopic(env["TTBRIDGE_TOPIC_CLICKS"], 6, 1,
+                                            topic_configs={"retention.ms": "172800000"})])
     finally:
         await admin.close()
     warnings = []
     await create_topics(load(env), warn=warnings.append)  # attribution_window_days 7
-    assert warnings == [f"{log}: retention.ms 86400000 is shorter than the attribution window (604800000 ms, "
-                        "attribution_window_days 7): clicks would expire from the table's log before their "
-                        "window ends; raise it"]
+    assert sorted(warnings) == sorted(
+        f"{topic}: retention.ms {ms} is shorter than the attribution window (604800000 ms, attribution_window_days "
+        "7): clicks would expire from the clicks table's source before their window ends; raise it"
+        for topic, ms in ((log, 86400000), (env["TTBRIDGE_TOPIC_CLICKS"], 172800000)))
     # Left as it is, and no warning once the window fits in it (one day, or half of one).
     for days in (1, 0.5):
         warnings.clear()

@@ -12,7 +12,7 @@ def test_the_click_table_is_a_rocksdb_in_the_data_dir(tmp_path):
     clicks.open()
     try:
         assert clicks.path == tmp_path / "clicks"
-        assert clicks.read("nope") is None and clicks.offsets(2) == {0: 0, 1: 0}
+        assert clicks.read("nope") is None and clicks.offsets(clicks.topic, 2) == {0: 0, 1: 0}
     finally:
         clicks.close()
 

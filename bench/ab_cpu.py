@@ -1,5 +1,6 @@
-"""`python bench/ab_cpu.py N`: worker CPU µs per click (N clicks alone) and per conversion (N
-conversions with their clicks interleaved in chunks of 2,000), for A/B runs between two trees.
+"""`python bench/ab_cpu.py N`: worker CPU µs per click (N clicks alone), per conversion with its
+click in the table (those N clicks' conversions) and per conversion with its click arriving
+alongside (N more, clicks interleaved in chunks of 2,000), for A/B runs between two trees.
 A broker, one worker and the in-process fake; the worker runs the code of the current directory
 (`cd <tree> && /work/main/.venv/bin/python /work/main/bench/ab_cpu.py 100000`), so a worktree of the
 commit to compare with (`git worktree add /tmp/A <commit>`) gives the A side. PROFILE=<file>
@@ -61,6 +62,15 @@ async def main(n):
         await idle(pid)
         c1 = cpu_seconds(pid)
         per_click = (c1 - c0 - 0.03 * (time.monotonic() - t0)) / len(clicks) * 1e6
+        # phase 1b: the conversions of those clicks, their clicks in the table
+        acc0 = fake.stats()["events_accepted"]
+        c0 = cpu_seconds(pid); t0 = time.monotonic()
+        await produce_fast(prod, s.topic_events, a.events)
+        while fake.stats()["events_accepted"] - acc0 < a.joinable:
+            await asyncio.sleep(0.1)
+            if time.monotonic() - t0 > 300: raise SystemExit("stalled")
+        await idle(pid)
+        preloaded = (cpu_seconds(pid) - c0 - 0.03 * (time.monotonic() - t0)) / len(a.events) * 1e6
         # phase 2: together, interleaved chunks of clicks then their conversions
         b = make_load(n, "b", time.time(), start=n)
         joinable = b.joinable
@@ -95,7 +105,8 @@ async def main(n):
         wall = t_done - t0
         per_conv = (c1 - c0) / len(ev) * 1e6
         clicks_b = len(cl) + len(b.late_clicks)
-        print(f"RESULT per_click_us={per_click:.1f} together_us_per_conversion={per_conv:.1f} "
+        print(f"RESULT per_click_us={per_click:.1f} preloaded_us_per_conversion={preloaded:.1f} "
+              f"together_us_per_conversion={per_conv:.1f} "
               f"(incl {clicks_b} clicks) eps={len(ev)/wall:.0f} wall={wall:.1f}s produced_in={t_prod:.1f}s n={n}")
     finally:
         await prod.stop(); w.stop(30); await fake.stop(); broker.stop()

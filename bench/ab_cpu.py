@@ -4,7 +4,7 @@ alongside (N more, clicks interleaved in chunks of 2,000), for A/B runs between 
 A broker, one worker and the in-process fake; the worker runs the code of the current directory
 (`cd <tree> && /work/main/.venv/bin/python /work/main/bench/ab_cpu.py 100000`), so a worktree of the
 commit to compare with (`git worktree add /tmp/A <commit>`) gives the A side. PROFILE=<file>
-(RATE=<Hz>) samples the worker with py-spy in the second phase. Prints one RESULT line."""
+(RATE=<Hz>) samples the worker with py-spy in the together phase (PROFILE_PHASE=preloaded: that one). Prints one RESULT line."""
 import asyncio
 import os
 import sys
@@ -36,6 +36,23 @@ async def idle(pid, quiet=0.03, span=1.5):
             return
         last = now
 
+def _profile(pid):
+    """py-spy on the worker when PROFILE=<file> is set (RATE=<Hz>), for the phase PROFILE_PHASE
+    names (together, the default, or preloaded)."""
+    if not os.environ.get("PROFILE"):
+        return None
+    import subprocess
+    return subprocess.Popen(["/work/main/.venv/bin/py-spy", "record", "-p", str(pid), "-r", os.environ.get("RATE", "250"),
+                             "-f", "raw", "-o", os.environ["PROFILE"], "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(prof) -> None:
+    if prof is not None:
+        import signal
+        prof.send_signal(signal.SIGINT); prof.wait()
+
+
 async def main(n):
     work = Path(tempfile.mkdtemp(prefix="abcpu-"))
     broker = Broker(work / "kafka", free_port(), free_port())
@@ -64,22 +81,21 @@ async def main(n):
         per_click = (c1 - c0 - 0.03 * (time.monotonic() - t0)) / len(clicks) * 1e6
         # phase 1b: the conversions of those clicks, their clicks in the table
         acc0 = fake.stats()["events_accepted"]
+        prof = _profile(pid) if os.environ.get("PROFILE_PHASE") == "preloaded" else None
         c0 = cpu_seconds(pid); t0 = time.monotonic()
         await produce_fast(prod, s.topic_events, a.events)
         while fake.stats()["events_accepted"] - acc0 < a.joinable:
             await asyncio.sleep(0.1)
             if time.monotonic() - t0 > 300: raise SystemExit("stalled")
         await idle(pid)
+        _stop(prof)
         preloaded = (cpu_seconds(pid) - c0 - 0.03 * (time.monotonic() - t0)) / len(a.events) * 1e6
         # phase 2: together, interleaved chunks of clicks then their conversions
         b = make_load(n, "b", time.time(), start=n)
         joinable = b.joinable
         acc0 = fake.stats()["events_accepted"]
-        prof = None
-        if os.environ.get("PROFILE"):
-            import subprocess
-            prof = subprocess.Popen(["/work/main/.venv/bin/py-spy", "record", "-p", str(pid), "-r", os.environ.get("RATE", "250"), "-f", "raw",
-                                     "-o", os.environ["PROFILE"], "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        prof = _profile(pid) if os.environ.get("PROFILE_PHASE", "together") == "together" else None
+        if prof:
             await asyncio.sleep(1.0)
         c0 = cpu_seconds(pid); t0 = time.monotonic()
         step = 2000
@@ -98,9 +114,7 @@ async def main(n):
             if time.monotonic() - t0 > 300: raise SystemExit("stalled")
         t_done = time.monotonic()
         await idle(pid)
-        if prof:
-            import signal
-            prof.send_signal(signal.SIGINT); prof.wait()
+        _stop(prof)
         c1 = cpu_seconds(pid)
         wall = t_done - t0
         per_conv = (c1 - c0) / len(ev) * 1e6

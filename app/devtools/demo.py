@@ -115,6 +115,10 @@ async def run(workdir: Path, out=sys.stdout) -> int:
                 say("timed out waiting for every event to be accounted for:", orjson.dumps(s).decode())
                 return 1
             await asyncio.sleep(0.5)
+        # The fake counts an event when it answers; the worker once the answer is back.
+        while s.get("events_sent", 0) < len(fake.accepted) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            s = await worker.stats()
         say("")
         say("summary")
         say(f"  events in            {s['events_in']}")

@@ -199,7 +199,10 @@ def has_identifier(item_or_user: dict) -> bool:
         return True
     if not isinstance(user, dict):
         return False
-    return any(user.get(k) for k in _IDENTIFIERS) or bool(user.get("ip") and user.get("user_agent"))
+    for key in _IDENTIFIERS:  # a loop, not any(genexpr): once per event, and usually the first hits
+        if user.get(key):
+            return True
+    return bool(user.get("ip") and user.get("user_agent"))
 
 
 def map_event(event: dict, click: dict | None, config: MappingConfig, now: float) -> list[dict]:

@@ -22,7 +22,7 @@ RocksDB write batch (its clicks and the offsets it reached, atomically).
 Every worker follows every partition of both topics, so each keeps the whole table: a lookup
 never depends on which worker owns which events partition, a rebalance moves no state, and a
 restart or a new worker only reads what its table lacks. The price: each worker decodes every
-click (~8 µs each). A bad click is therefore a counted skip (clicks_refused{reason}, and one
+click and stores it (7–8 µs each). A bad click is therefore a counted skip (clicks_refused{reason}, and one
 warning per fetch naming the first one's topic, partition and offset), not a dead letter: every
 worker meets it, and none of them owns it.
 """

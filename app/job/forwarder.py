@@ -150,18 +150,24 @@ class Forwarder:
         self._wake.clear()
 
     async def recheck(self, interval: float) -> None:
-        """Re-join the pending events whose click arrived; every `interval`, all of them (those
-        whose join_wait is over go out without their click). Cost: one lookup per event taken."""
+        """Re-join the pending events whose click arrived; every `interval`, also those whose
+        join_wait is over (they go out without their click). Cost: one lookup per event taken.
+        The others are not looked up again: their click's arrival is signalled (clicks_stored),
+        and a full pass that looked up all of them cost as many lookups every `interval` as
+        there were late conversions waiting."""
         if not self.pending:
             return
 
         def take() -> list:
             now = time.time()
+            ids = [c for c in self._arrived if c in self.pending]
             if now - self._last_full_pass >= interval:
                 self._last_full_pass = now
-                ids = list(self.pending)
-            else:
-                ids = [c for c in self._arrived if c in self.pending]
+                # A click ID's events wait in the order they came: the first is the oldest.
+                wait = self.settings.join_wait_s
+                arrived = set(ids)
+                ids += [c for c, waiting in self.pending.items()
+                        if now - waiting[0][1]["at"] >= wait and c not in arrived]
             self._arrived = set()
             entries = [e for c in ids for e in self.pending.pop(c)]
             if self.assigned is not None:

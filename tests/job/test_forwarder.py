@@ -282,10 +282,11 @@ async def test_an_event_waits_for_its_late_click_and_goes_out_joined_when_it_arr
     assert t.forwarder.pending_count == 2
     assert counted(t.metrics) == {}
 
-    # The first recheck is a full pass: both looked up again, both still waiting.
+    # The first recheck is a full pass, but neither's join_wait is over nor its click stored:
+    # neither is looked up again, both still wait.
     await t.forwarder.recheck(3600)
     await t.forwarder.drain()
-    assert t.lookup.calls == ["c-1", "c-2", "c-1", "c-2"]
+    assert t.lookup.calls == ["c-1", "c-2"]
     assert t.forwarder.pending_count == 2 and t.sender.bodies == []
 
     t.forwarder.clicks_stored(["c-unknown"])  # no event waits for it: nothing to wake
@@ -296,7 +297,7 @@ async def test_an_event_waits_for_its_late_click_and_goes_out_joined_when_it_arr
     await t.forwarder.recheck(3600)  # not a full pass: only the event whose click arrived
     await t.forwarder.drain()
 
-    assert t.lookup.calls[4:] == ["c-1"]
+    assert t.lookup.calls[2:] == ["c-1"]
     data = items(t, waiting, CLICK)
     assert data[0]["user"]["ttclid"] == "ttclid-1"
     assert t.sender.bodies == [{"event_source": "web", "event_source_id": "PIX1", "data": data}]
@@ -304,6 +305,24 @@ async def test_an_event_waits_for_its_late_click_and_goes_out_joined_when_it_arr
     assert t.forwarder.pending_count == 1 and list(t.forwarder.pending) == ["c-2"]
     assert t.write.calls == 0
     assert counted(t.metrics) == {"events_joined": 1, "events_sent": 1, "requests": 1, "batches": 1}
+
+
+async def test_a_full_pass_looks_up_only_the_events_whose_join_wait_is_over():
+    # Thousands of late conversions may wait at once: a pass every interval must not look up
+    # each again (their clicks' arrival is signalled), only those it must now send without.
+    t = setup(load(ENV, join_wait_s=60))
+    due_soon, young = track("m-1"), track("m-2")
+    first = Record(0, entries=[entry(due_soon, 10, click_id="c-1", at=time.time() - 59.7)])
+    second = Record(1, entries=[entry(young, 11, click_id="c-2", at=time.time())])
+    await run(t, first, second)
+    assert t.forwarder.pending_count == 2 and t.lookup.calls == ["c-1", "c-2"]
+
+    await asyncio.sleep(0.4)  # c-1's event is past join_wait now, c-2's is not
+    await t.forwarder.recheck(0)
+    await t.forwarder.drain()
+    assert t.lookup.calls[2:] == ["c-1"]
+    assert t.sender.bodies == [{"event_source": "web", "event_source_id": "PIX1", "data": items(t, due_soon)}]
+    assert (first.acks, second.acks) == (1, 0) and list(t.forwarder.pending) == ["c-2"]
 
 
 # --------------------------------------------------------------------------- sent without its click

@@ -3,9 +3,9 @@ record. The clicks there are those the intake derives from tracking events (land
 ttclid in their URL); the tracker's own clicks feed the table from the clicks topic directly.
 
 Why: one record per click would cost every worker's follower (app.job.clicks) a Kafka record's
-overhead per click; a bundle of a poll's clicks for one partition is one record and one parse. A bundle holds only click IDs of its own partition, chosen by Kafka's
-default partitioner (murmur2 of the click ID): a click ID's records stay in order on one
-partition. The value is {"clicks": [[click_id, record], ...]}.
+overhead per click; a bundle of a poll's clicks for one partition is one record and one parse.
+A bundle holds only click IDs of its own partition, chosen by Kafka's default partitioner
+(murmur2 of the click ID): a click ID's records stay in order on one partition. The value is {"clicks": [[click_id, record], ...]}.
 """
 from __future__ import annotations
 

@@ -166,7 +166,7 @@ class Clicks:
                             old = None if raw is None else orjson.loads(raw)
                         if old is not None:
                             record = _merged(old, record)
-                    except (AttributeError, TypeError, ValueError):
+                    except (AttributeError, TypeError, ValueError, KeyError):  # KeyError: no clicked_at
                         log.error("ignoring a malformed click in the record on %s at offset %s",
                                   tp.topic, r.offset)
                         continue

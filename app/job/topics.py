@@ -25,8 +25,8 @@ import orjson
 from app.job.kafka_security import client_options, why_unreachable
 from app.settings import Settings, input_topics
 
-__all__ = ["TopicSpec", "specs_dir", "load_specs", "retry_tier_topic", "create_topics", "partition_count", "partition_counts",
-           "faust_topics", "replication_problem", "strimzi_topics", "register"]
+__all__ = ["TopicSpec", "specs_dir", "load_specs", "retry_tier_topic", "create_topics", "partition_count",
+           "partition_counts", "faust_topics", "replication_problem", "strimzi_topics", "register"]
 
 ROLES = ("clicks", "tracking-events", "tiktok-retry", "tiktok-dlq")
 

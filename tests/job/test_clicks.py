@@ -22,7 +22,7 @@ from app.job.metrics import Metrics
 from app.job.topics import create_topics
 from app.settings import load
 from tests.job.test_intake import purchase
-from tests.support import PIXEL_A, TOKEN_A, create_topic, wait_accepted, wait_for
+from tests.support import PIXEL_A, TOKEN_A, create_topic, read_all, wait_accepted, wait_for
 
 PARTITIONS = 3
 NOW = time.time()
@@ -203,12 +203,14 @@ async def test_junk_on_the_topic_costs_only_itself(kafka_bootstrap, clicks, capl
     await write_bundles(kafka_bootstrap, clicks.topic, [
         (p, b"not json"), (p, b'{"clicks": 7}'),
         (p, orjson.dumps({"clicks": [["g1", good[0][1]], 17, ["x"], [3, {"clicked_at": 1}], ["g3", 5]]})),
+        # g1 again without a clicked_at: it cannot be merged, and must not stop the follower
+        (p, orjson.dumps({"clicks": [["g1", {"ttp": "no-time"}]]})),
         *bundles(good[1:])])
     with caplog.at_level(logging.ERROR, logger="app.job.clicks"):
         assert await clicks.catch_up() == 2
     assert clicks.read("g1") == good[0][1] and clicks.read("g2") == good[1][1] and clicks.read("g3") is None
     assert [r.getMessage().split(" on ")[0] for r in caplog.records] == [
-        "ignoring a malformed record", "ignoring a malformed record"] + ["ignoring a malformed click in the record"] * 4
+        "ignoring a malformed record", "ignoring a malformed record"] + ["ignoring a malformed click in the record"] * 5
 
 
 async def test_a_first_start_finds_no_topic_and_does_not_wait_for_one(clicks):
@@ -267,6 +269,41 @@ async def test_the_follower_catches_up_and_reports_what_it_stored(kafka_bootstra
         await asyncio.gather(follower, return_exceptions=True)
     assert sorted(stored) == sorted(c for c, _ in entries)
     assert {c: clicks.read(c) for c, _ in entries} == dict(entries)
+
+
+async def test_bad_clicks_are_counted_skips_and_their_neighbours_conversions_reach_tiktok_joined(
+        kafka_bootstrap, fake, stack_env, tmp_path):
+    env = {**stack_env, "TIKTOK_API_URL": fake.base_url}
+    settings = load(env)
+    await create_topics(settings)
+    worker = WorkerProcess(env, tmp_path / "worker.log", loglevel="info")
+    worker.start()
+    try:
+        await worker.wait_ready()
+        await produce_json(kafka_bootstrap, settings.topic_clicks, [
+            {"click_id": "ok-1", "ttclid": "E.C.P.ok1", "timestamp": NOW - 30},
+            b"click_id=ok-2&ttclid=E.C.P.x",                              # not JSON
+            {"ttclid": "E.C.P.anonymous", "timestamp": NOW - 30},           # no click_id
+            {"click_id": "bad-ip", "ip": 7, "timestamp": NOW - 30},         # a field of the wrong type
+            {"click_id": "ok-2", "ttclid": "E.C.P.ok2", "timestamp": NOW - 30}])
+
+        async def all_read():
+            return (await worker.stats()).get("clicks_in") == 5
+        await wait_for(all_read, 30, "the five records of the clicks topic")
+        await produce_json(kafka_bootstrap, settings.topic_events,
+                           [purchase("conv-1", "ok-1"), purchase("conv-2", "ok-2")])
+        await wait_accepted(fake, 2, "the conversions of the good clicks")
+        stats = await worker.stats()
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    assert {a["event"]["event_id"]: a["event"]["user"]["ttclid"] for a in fake.accepted} == {
+        "conv-1": "E.C.P.ok1", "conv-2": "E.C.P.ok2"}
+    # Where the bad ones went: counted by reason (every worker would count them alike), logged
+    # once per fetch, and nowhere else: the dead-letter topic has nothing.
+    assert stats["clicks_refused"] == {"invalid_json": 1, "missing_click_id": 1, "invalid_click": 1}
+    assert stats["clicks_stored"] == 2 and "dead_letters" not in stats
+    assert await read_all(kafka_bootstrap, settings.topic_dlq, 0, timeout=1) == []
+    assert f"refused 3 click(s) of {settings.topic_clicks} (" in (tmp_path / "worker.log").read_text()
 
 
 def test_the_sweep_deletes_only_clicks_past_the_attribution_window(clicks):

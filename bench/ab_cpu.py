@@ -4,7 +4,8 @@ alongside (N more, clicks interleaved in chunks of 2,000), for A/B runs between 
 A broker, one worker and the in-process fake; the worker runs the code of the current directory
 (`cd <tree> && /work/main/.venv/bin/python /work/main/bench/ab_cpu.py 100000`), so a worktree of the
 commit to compare with (`git worktree add /tmp/A <commit>`) gives the A side. PROFILE=<file>
-(RATE=<Hz>) samples the worker with py-spy in the together phase (PROFILE_PHASE=preloaded: that one). Prints one RESULT line."""
+(RATE=<Hz>) samples the worker with py-spy in the together phase (PROFILE_PHASE=preloaded: in
+the preloaded one). Prints one RESULT line."""
 import asyncio
 import os
 import sys
